@@ -1,0 +1,257 @@
+//! One `Config` for every door: defaults that work locally, then a TOML file, then `ASKIAM_*`.
+//!
+//! Environment overrides are derived from the structure itself — `ASKIAM_<SECTION>_<FIELD>`
+//! (e.g. `ASKIAM_SEARCH_K`, `ASKIAM_EMBED_PROVIDER`) and `ASKIAM_<FIELD>` for top-level fields
+//! — so a new setting is overridable the moment it is added, with no list to keep in sync.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env { var: String, value: String, reason: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the entity store, ledger, quarantine and the embedded index live.
+    pub data_dir: PathBuf,
+    /// The directory `askiam serve` watches for new exports and documents.
+    pub drop_dir: PathBuf,
+    pub ingest: IngestConfig,
+    pub embed: EmbedConfig,
+    pub search: SearchConfig,
+    pub serve: ServeConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Name of the commit-timestamp column AWS DMS adds (its `TimestampColumnName` setting).
+    pub dms_timestamp_column: String,
+    /// Rows applied per entity-store transaction and embedding round.
+    pub batch_rows: usize,
+    /// Tokens shared between neighbouring chunks of a document, so a sentence cut at a chunk
+    /// boundary is still whole in one of them.
+    pub chunk_overlap_tokens: usize,
+    /// How long a file in the drop dir must stay unchanged before it is read (milliseconds),
+    /// so a file still being copied is not ingested half-written.
+    pub settle_ms: u64,
+    /// Full rescan of the drop dir every this many seconds, catching events the watcher missed.
+    pub rescan_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// `hash` (offline, deterministic; the only provider in this build).
+    pub provider: String,
+    pub dims: usize,
+    /// Texts per embedding call.
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    pub k: usize,
+    /// Weight of the keyword (BM25) list in reciprocal-rank fusion.
+    pub bm25_weight: f32,
+    /// Weight of the vector list in reciprocal-rank fusion.
+    pub vector_weight: f32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub addr: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".askiam"),
+            drop_dir: PathBuf::from("drop"),
+            ingest: IngestConfig::default(),
+            embed: EmbedConfig::default(),
+            search: SearchConfig::default(),
+            serve: ServeConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            dms_timestamp_column: "commit_ts".into(),
+            batch_rows: 2000,
+            chunk_overlap_tokens: 32,
+            settle_ms: 150,
+            rescan_secs: 5,
+        }
+    }
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        EmbedConfig { provider: "hash".into(), dims: 384, batch_size: 64 }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { k: 5, bm25_weight: 1.0, vector_weight: 1.0 }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig { addr: "127.0.0.1:8080".into() }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then `ASKIAM_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default()).expect("defaults serialise");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            // Parse once strictly, so unknown keys in the file are reported with their place.
+            let _: Config =
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+            merge(&mut value, file_value);
+        }
+        let env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with("ASKIAM_")).collect();
+        apply_env(&mut value, &env)?;
+        value.try_into().map_err(|e: toml::de::Error| ConfigError::Env {
+            var: "ASKIAM_*".into(),
+            value: String::new(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The effective configuration as TOML, with anything secret-looking redacted.
+    pub fn redacted(&self) -> String {
+        let mut value = toml::Value::try_from(self).expect("config serialises");
+        redact(&mut value);
+        toml::to_string_pretty(&value).unwrap_or_default()
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.data_dir.join("state.sqlite")
+    }
+
+    pub fn index_db(&self) -> PathBuf {
+        self.data_dir.join("index.sqlite")
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Walks the config tree and overrides each leaf whose derived variable name is set.
+fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    fn walk(prefix: &str, v: &mut toml::Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let toml::Value::Table(t) = v else { return Ok(()) };
+        for (k, slot) in t.iter_mut() {
+            let name = format!("{prefix}_{}", k.to_ascii_uppercase());
+            if slot.is_table() {
+                walk(&name, slot, env)?;
+                continue;
+            }
+            let Some((_, raw)) = env.iter().find(|(var, _)| *var == name) else { continue };
+            let bad = |reason: &str| ConfigError::Env {
+                var: name.clone(),
+                value: raw.clone(),
+                reason: reason.into(),
+            };
+            *slot = match slot {
+                toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("expected an integer"))?),
+                toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| bad("expected a number"))?),
+                toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => return Err(bad("expected true or false")),
+                }),
+                _ => toml::Value::String(raw.clone()),
+            };
+        }
+        Ok(())
+    }
+    walk("ASKIAM", value, env)
+}
+
+fn redact(v: &mut toml::Value) {
+    if let toml::Value::Table(t) = v {
+        for (k, slot) in t.iter_mut() {
+            let k = k.to_ascii_lowercase();
+            let secret = ["password", "secret", "token", "key", "database_url"].iter().any(|s| k.contains(s));
+            if secret && slot.is_str() && !slot.as_str().unwrap_or("").is_empty() {
+                *slot = toml::Value::String("<redacted>".into());
+            } else {
+                redact(slot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "data_dir = \"/x\"\n[search]\nk = 9\n").unwrap();
+        let env = vec![
+            ("ASKIAM_SEARCH_K".to_string(), "3".to_string()),
+            ("ASKIAM_EMBED_DIMS".to_string(), "64".to_string()),
+            ("OTHER".to_string(), "1".to_string()),
+        ];
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.search.k, 3);
+        assert_eq!(c.embed.dims, 64);
+        assert_eq!(c.ingest.dms_timestamp_column, "commit_ts");
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_reported() {
+        let env = vec![("ASKIAM_SEARCH_K".to_string(), "many".to_string())];
+        let e = Config::load(None, env).unwrap_err().to_string();
+        assert!(e.contains("ASKIAM_SEARCH_K"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[search]\nkk = 9\n").unwrap();
+        let e = Config::load(Some(&f), Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("kk"), "{e}");
+    }
+}

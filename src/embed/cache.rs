@@ -1,0 +1,123 @@
+//! Embedding cache: a text embedded once by a model is never embedded again by it.
+//!
+//! Keyed by (model id, sha256 of the text) in the state database, so a re-ingest of an
+//! unchanged export, or a `reindex` with the same model, makes no embedding calls at all.
+//! `CachedEmbedder` wraps any `Embedder` and counts the calls and texts that did reach it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::params;
+
+use super::{EmbedError, Embedder, InputKind};
+use crate::model::text_hash;
+use crate::store::{StateDb, StoreError};
+
+impl StateDb {
+    pub fn cache_get(&self, model: &str, hashes: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT vector FROM embed_cache WHERE model = ?1 AND hash = ?2")
+            .map_err(|e| self.sql_err(e))?;
+        let mut out = HashMap::new();
+        for h in hashes {
+            let blob: Option<Vec<u8>> = rusqlite::OptionalExtension::optional(
+                stmt.query_row(params![model, h], |r| r.get(0)),
+            )
+            .map_err(|e| self.sql_err(e))?;
+            if let Some(b) = blob {
+                out.insert(h.clone(), from_blob(&b));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn cache_put(&self, model: &str, items: &[(String, Vec<f32>)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sql_err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO embed_cache (model, hash, vector) VALUES (?1, ?2, ?3)")
+                .map_err(|e| self.sql_err(e))?;
+            for (h, v) in items {
+                stmt.execute(params![model, h, to_blob(v)]).map_err(|e| self.sql_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.sql_err(e))
+    }
+}
+
+pub fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Counters an operator asks about: how many calls and texts reached the provider.
+#[derive(Debug, Default)]
+pub struct EmbedCounters {
+    pub calls: AtomicU64,
+    pub texts: AtomicU64,
+}
+
+/// Any embedder, behind the content-hash cache and in batches of `batch_size`.
+pub struct CachedEmbedder {
+    inner: Arc<dyn Embedder>,
+    state: Arc<StateDb>,
+    batch_size: usize,
+    pub counters: EmbedCounters,
+}
+
+impl CachedEmbedder {
+    pub fn new(inner: Arc<dyn Embedder>, state: Arc<StateDb>, batch_size: usize) -> Self {
+        CachedEmbedder { inner, state, batch_size: batch_size.max(1), counters: EmbedCounters::default() }
+    }
+
+    pub fn model(&self) -> &dyn Embedder {
+        self.inner.as_ref()
+    }
+
+    /// Vectors for document texts, from the cache where possible; new ones are stored.
+    pub async fn embed_documents(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let model = self.inner.model_id().to_string();
+        let hashes: Vec<String> = texts.iter().map(|t| text_hash(t)).collect();
+        let mut known = self.state.cache_get(&model, &hashes).map_err(|e| EmbedError::Cache(e.to_string()))?;
+        // Embed each distinct missing text once, even if it occurs several times.
+        let mut missing: Vec<(String, String)> = Vec::new();
+        let mut queued = std::collections::HashSet::new();
+        for (h, t) in hashes.iter().zip(texts) {
+            if !known.contains_key(h) && queued.insert(h.clone()) {
+                missing.push((h.clone(), t.clone()));
+            }
+        }
+        for batch in missing.chunks(self.batch_size) {
+            let batch_texts: Vec<String> = batch.iter().map(|(_, t)| t.clone()).collect();
+            let vectors = self.inner.embed(&batch_texts, InputKind::Document).await?;
+            if vectors.len() != batch.len() {
+                return Err(EmbedError::Provider(format!(
+                    "asked for {} vectors, got {}",
+                    batch.len(),
+                    vectors.len()
+                )));
+            }
+            self.counters.calls.fetch_add(1, Ordering::Relaxed);
+            self.counters.texts.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let items: Vec<(String, Vec<f32>)> = batch.iter().map(|(h, _)| h.clone()).zip(vectors).collect();
+            self.state.cache_put(&model, &items).map_err(|e| EmbedError::Cache(e.to_string()))?;
+            known.extend(items);
+        }
+        hashes
+            .iter()
+            .map(|h| known.get(h).cloned().ok_or_else(|| EmbedError::Cache(format!("vector for {h} vanished"))))
+            .collect()
+    }
+
+    /// A query vector; queries are not cached (they rarely repeat and are cheap).
+    pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let mut v = self.inner.embed(&[text.to_string()], InputKind::Query).await?;
+        v.pop().ok_or_else(|| EmbedError::Provider("no vector returned for the query".into()))
+    }
+}

@@ -1,0 +1,42 @@
+//! Turning text into vectors: the `Embedder` seam and what sits in front of every provider.
+//!
+//! The pipeline only ever sees `dyn Embedder`; the provider is chosen once from config. The
+//! hashing embedder is deterministic and model-free so that the whole pipeline is testable
+//! offline; real models (MiniLM, Bedrock, Ollama) implement the same trait.
+
+pub mod cache;
+pub mod hash;
+
+use async_trait::async_trait;
+
+/// Whether a text is stored (a document) or asked (a query); some models embed them differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    Document,
+    Query,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedding model is not available: {0}")]
+    ModelMissing(String),
+    #[error("embedding provider failed: {0}")]
+    Provider(String),
+    #[error("embedding provider throttled us and retries ran out after {attempts} attempts")]
+    Throttled { attempts: u32 },
+    #[error("embedding cache: {0}")]
+    Cache(String),
+}
+
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    /// Names the model and its settings; an index built by one model id never mixes with another.
+    fn model_id(&self) -> &str;
+    fn dims(&self) -> usize;
+    /// How many tokens the model reads; chunkers keep each chunk within it.
+    fn max_tokens(&self) -> usize;
+    /// Token count of `text` under this model's tokenizer (an upper estimate is fine).
+    fn count_tokens(&self, text: &str) -> usize;
+    /// Embeds a batch; the result has one vector of `dims()` per input, in order.
+    async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError>;
+}

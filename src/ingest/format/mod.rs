@@ -1,0 +1,71 @@
+//! Bytes → rows or documents, one module per input format, all streaming.
+//!
+//! Every parser reads a `BufRead` line by line (or record by record) and yields either an
+//! item or a [`Problem`] naming the line, so one bad line is quarantined while the rest of
+//! the file still lands. Gzip is undone in [`open_reader`], below every format.
+
+pub mod cdc;
+pub mod table;
+pub mod records;
+pub mod text;
+
+use std::io::{BufRead, BufReader, Read};
+
+use crate::ingest::quarantine::Problem;
+use crate::model::RowData;
+
+/// Wraps a raw object stream: gunzips `.gz` keys, buffers everything.
+pub fn open_reader(key: &str, raw: Box<dyn Read + Send>) -> Box<dyn BufRead + Send> {
+    if key.ends_with(".gz") {
+        Box::new(BufReader::with_capacity(256 * 1024, flate2::read::MultiGzDecoder::new(raw)))
+    } else {
+        Box::new(BufReader::with_capacity(256 * 1024, raw))
+    }
+}
+
+/// A JSON value as row text: strings as they are, scalars in their JSON spelling, nested
+/// values as compact JSON, null as NULL.
+pub fn json_to_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+pub fn json_object_to_row(obj: &serde_json::Map<String, serde_json::Value>) -> RowData {
+    obj.iter().map(|(k, v)| (k.clone(), json_to_text(v))).collect()
+}
+
+pub(crate) fn problem(line: u64, reason: impl Into<String>, content: &str) -> Problem {
+    Problem { line: Some(line), reason: reason.into(), content: content.to_string() }
+}
+
+/// Reads lines, tolerating invalid UTF-8 as a problem of that line rather than of the file.
+pub(crate) struct Lines<R> {
+    inner: R,
+    pub line_no: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub fn new(inner: R) -> Self {
+        Lines { inner, line_no: 0, buf: Vec::new() }
+    }
+
+    /// The next line without its terminator: `Ok(None)` at the end, `Err` on an I/O error.
+    pub fn next_line(&mut self) -> std::io::Result<Option<Result<String, Problem>>> {
+        self.buf.clear();
+        if self.inner.read_until(b'\n', &mut self.buf)? == 0 {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+            self.buf.pop();
+        }
+        Ok(Some(match std::str::from_utf8(&self.buf) {
+            Ok(s) => Ok(s.to_string()),
+            Err(e) => Err(problem(self.line_no, format!("not UTF-8: {e}"), &String::from_utf8_lossy(&self.buf))),
+        }))
+    }
+}

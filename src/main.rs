@@ -1,0 +1,451 @@
+//! The `askiam` command: parses arguments, builds the pieces from config, calls the library.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use askiam::config::Config;
+use askiam::ingest::format::records::RecordSpec;
+use askiam::ingest::source::drop_dir::{apply_order, list_files, DropDir};
+use askiam::ingest::source::{file_identity, LocalSource, ObjectRef};
+use askiam::ingest::Summary;
+use askiam::model::Version;
+use askiam::query::retrieve::{self, Filters};
+use askiam::store::StateDb;
+
+/// askiam keeps an IAM knowledge index fresh and answers access questions over it.
+///
+/// Locally everything lives in a data dir (default ./.askiam): the entity store, the ledger
+/// of applied files, the quarantine and the search index. Files are ingested by path
+/// prefix: exports/full/<run>/ (+ _MANIFEST.json) rebuilds, exports/changes/ applies changes,
+/// docs/ adds documents.
+#[derive(Parser)]
+#[command(name = "askiam", version, about, long_about)]
+struct Cli {
+    /// Data dir holding the entity store, ledger, quarantine and index.
+    #[arg(long, global = true, env = "ASKIAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file; ASKIAM_* environment variables override it.
+    #[arg(long, global = true, env = "ASKIAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest files or directories once and print a summary.
+    ///
+    /// Directories are walked; each file's meaning comes from its path (exports/full/…,
+    /// exports/changes/…, docs/…). Files already applied (same content) are skipped. Bad
+    /// lines are quarantined and counted; the exit status is 0 whenever the run completed.
+    Ingest(IngestArgs),
+    /// Watch a drop directory and keep ingesting what lands in it (scans it at start-up).
+    Serve {
+        /// The directory to watch.
+        #[arg(long, env = "ASKIAM_DROP_DIR")]
+        drop_dir: Option<PathBuf>,
+        /// Address for the HTTP endpoints (/healthz, /search).
+        #[arg(long, env = "ASKIAM_SERVE_ADDR")]
+        addr: Option<String>,
+    },
+    /// Hybrid (keyword + vector) search; one hit per document.
+    Search {
+        query: String,
+        /// How many hits.
+        #[arg(long)]
+        k: Option<usize>,
+        /// Only these kinds (role, application, approver_group, sod_rule, document, record).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only documents of this application.
+        #[arg(long)]
+        application: Option<String>,
+        /// One compact JSON object per hit and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-render every document from the stored rows into a new index generation and swap it in.
+    Reindex {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Documents per kind, generation, last ingested object, quarantine, and a digest.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What was quarantined and why; retry it after fixing the input.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
+    /// Generate the synthetic IAM database and exports (the checked-in fixtures are scale 1).
+    Fixtures {
+        #[command(subcommand)]
+        action: FixturesAction,
+    },
+    /// Print the effective configuration (secrets redacted).
+    Config,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Files or directories.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// `auto` decides by path prefix; `records` reads generic JSONL records (see --id-field).
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// With --format records: the field holding each record's id.
+    #[arg(long, default_value = "id")]
+    id_field: String,
+    /// With --format records: the field holding the title.
+    #[arg(long)]
+    title_field: Option<String>,
+    /// With --format records: a field to index as text (repeat for several; lists are joined).
+    #[arg(long = "text-field")]
+    text_fields: Vec<String>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// List open quarantine entries.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the files of open entries (after fixing them or askiam).
+    Retry {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FixturesAction {
+    /// Write the fixture set; scale 1 is the checked-in default, 500 is about 1M users.
+    Generate {
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        #[arg(long, default_value = "fixtures")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // A server's progress is its log; a one-shot command speaks through its output.
+    init_tracing(if matches!(cli.command, Command::Serve { .. }) { "askiam=info,warn" } else { "askiam=warn,warn" });
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    if let Some(d) = cli.data_dir {
+        config.data_dir = d;
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(run(cli.command, config))
+}
+
+fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ASKIAM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() || std::env::var("ASKIAM_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Ingest(args) => ingest(&config, args).await,
+        Command::Serve { drop_dir, addr } => serve(config, drop_dir, addr).await,
+        Command::Search { query, k, kinds, application, json } => {
+            let index = askiam::app::index(&config)?;
+            let embedder = askiam::app::embedder(&config)?;
+            let filters = Filters { kinds, application };
+            let hits = retrieve::search(index.as_ref(), embedder.as_ref(), &query, k.unwrap_or(config.search.k), &filters).await?;
+            let mut out = std::io::stdout().lock();
+            for (i, h) in hits.iter().enumerate() {
+                if json {
+                    let line = serde_json::json!({
+                        "id": h.id, "title": h.title, "score": h.score, "kind": h.kind, "source": h.source,
+                        "version": h.version, "indexed_at": h.indexed_at, "chunk_id": h.chunk_id,
+                        "heading": h.heading, "text": h.text, "metadata": h.metadata,
+                    });
+                    writeln!(out, "{line}")?;
+                } else {
+                    let snippet: String = h.text.chars().take(160).collect();
+                    writeln!(out, "{}. [{}] {}  ({})  score {:.4}\n   {}", i + 1, h.kind, h.title, h.id, h.score, snippet.replace('\n', " "))?;
+                }
+            }
+            if hits.is_empty() && !json {
+                eprintln!("no results");
+            }
+            Ok(())
+        }
+        Command::Reindex { json } => {
+            let w = askiam::app::writer(&config)?;
+            let mut pipeline = Arc::try_unwrap(w.pipeline).ok().context("pipeline is shared")?;
+            pipeline.progress = !json;
+            let s = pipeline.reindex().await?;
+            print_summary(&s, json)
+        }
+        Command::Stats { json } => stats(&config, json).await,
+        Command::Quarantine { action } => quarantine(&config, action).await,
+        Command::Fixtures { action: FixturesAction::Generate { scale, out, seed } } => {
+            let opts = askiam::fixtures::GenerateOptions { scale, out: out.clone(), seed };
+            let summary = askiam::fixtures::generate(&opts).with_context(|| format!("generating fixtures into {}", out.display()))?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", config.redacted());
+            Ok(())
+        }
+    }
+}
+
+async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
+    let spec = match args.format.as_str() {
+        "auto" => None,
+        "records" => {
+            if args.text_fields.is_empty() {
+                bail!("--format records needs at least one --text-field");
+            }
+            Some(RecordSpec { id_field: args.id_field.clone(), title_field: args.title_field.clone(), text_fields: args.text_fields.clone() })
+        }
+        other => bail!("unknown --format {other:?} (expected auto or records)"),
+    };
+    let w = askiam::app::writer(config)?;
+    let mut pipeline = Arc::try_unwrap(w.pipeline).ok().context("pipeline is shared")?;
+    pipeline.progress = !args.json;
+    let start = std::time::Instant::now();
+    let mut total = Summary::default();
+    let mut files = Vec::new();
+    for p in &args.paths {
+        if p.is_dir() {
+            files.extend(list_files(p).with_context(|| format!("listing {}", p.display()))?);
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            bail!("{} does not exist", p.display());
+        }
+    }
+    let bar = if !args.json && files.len() > 1 {
+        indicatif::ProgressBar::with_draw_target(Some(files.len() as u64), indicatif::ProgressDrawTarget::stderr())
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Some(spec) = spec {
+        for path in &files {
+            let (version, modified) = file_identity(path)?;
+            let source = LocalSource { root: path.parent().map(Path::to_path_buf).unwrap_or_default() };
+            // A collection is known by its file name, which is also the `source` of its hits.
+            let key = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let obj = ObjectRef { key, version, modified };
+            let s = pipeline.ingest_records(&source, &obj, &spec).await;
+            total.absorb(&s.with_context(|| format!("ingesting {}", path.display()))?);
+            accumulate_counters(&mut total, &pipeline);
+            bar.inc(1);
+        }
+    } else {
+        let mut keyed = Vec::new();
+        for path in files {
+            match LocalSource::for_path(&path) {
+                Some((source, key)) => keyed.push((apply_order(&key), source, key, path)),
+                None => {
+                    total.skipped_files += 1;
+                    total.skipped.push(format!("{}: not under exports/ or docs/", path.display()));
+                    bar.inc(1);
+                }
+            }
+        }
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, source, key, path) in keyed {
+            bar.set_message(key.clone());
+            let (version, modified) = file_identity(&path)?;
+            let obj = ObjectRef { key, version, modified };
+            let s = pipeline.ingest_object(&source, &obj).await.with_context(|| format!("ingesting {}", path.display()))?;
+            total.absorb(&s);
+            bar.inc(1);
+        }
+        accumulate_counters(&mut total, &pipeline);
+    }
+    bar.finish_and_clear();
+    total.seconds = start.elapsed().as_secs_f64();
+    total.generation = pipeline.index.info().await?.generation;
+    print_summary(&total, args.json)
+}
+
+/// Embedding counters are per process; the run's totals are read at the end.
+fn accumulate_counters(total: &mut Summary, pipeline: &askiam::ingest::Pipeline) {
+    use std::sync::atomic::Ordering;
+    total.embedded_texts = pipeline.embedder.counters.texts.load(Ordering::Relaxed);
+    total.embedding_calls = pipeline.embedder.counters.calls.load(Ordering::Relaxed);
+}
+
+fn print_summary(s: &Summary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        for skipped in &s.skipped {
+            eprintln!("skipped {skipped}");
+        }
+        println!(
+            "{} documents: {} upserted, {} deleted, {} unchanged, {} stale; {} rows; {} quarantined; {} files skipped; \
+             {} objects applied, {} already applied, {} pending; {} texts embedded in {} calls; generation {}; {:.2}s",
+            s.documents, s.upserted, s.deleted, s.unchanged, s.stale, s.rows, s.quarantined, s.skipped_files,
+            s.objects, s.already_applied, s.pending, s.embedded_texts, s.embedding_calls, s.generation, s.seconds
+        );
+    }
+    Ok(())
+}
+
+async fn stats(config: &Config, json: bool) -> Result<()> {
+    let state = StateDb::open(&config.state_db())?;
+    let index = askiam::app::index(config)?;
+    let info = index.info().await?;
+    let entities = state.entity_counts()?;
+    let quarantined = state.quarantine_count()?;
+    let last = state.meta_get("last_object")?;
+    let out = serde_json::json!({
+        "documents": info.documents,
+        "total_documents": info.documents.values().sum::<u64>(),
+        "chunks": info.chunks,
+        "tombstones": info.tombstones,
+        "entities": entities,
+        "generation": info.generation,
+        "model": info.model,
+        "dims": info.dims,
+        "last_object": last,
+        "quarantined": quarantined,
+        "digest": info.digest,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!("generation {} (model {})", info.generation, info.model.as_deref().unwrap_or("none"));
+        for (k, n) in &info.documents {
+            println!("  {k:<16} {n}");
+        }
+        println!("entities: {}", entities.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "));
+        println!("last object: {}", last.as_deref().unwrap_or("-"));
+        println!("quarantined: {quarantined}");
+        println!("digest: {}", info.digest);
+    }
+    Ok(())
+}
+
+async fn quarantine(config: &Config, action: QuarantineAction) -> Result<()> {
+    match action {
+        QuarantineAction::List { json } => {
+            let state = StateDb::open(&config.state_db())?;
+            for q in state.quarantine_open()? {
+                if json {
+                    println!("{}", serde_json::to_string(&q)?);
+                } else {
+                    let line = q.line.map(|l| format!(":{l}")).unwrap_or_default();
+                    println!("{}{line}: {}\n    {}", q.object, q.reason, q.content.chars().take(200).collect::<String>());
+                }
+            }
+            Ok(())
+        }
+        QuarantineAction::Retry { json } => {
+            let w = askiam::app::writer(config)?;
+            let pipeline = w.pipeline;
+            let open = pipeline.state.quarantine_open()?;
+            let mut objects: Vec<(String, String)> = open.into_iter().map(|q| (q.object, q.path)).collect();
+            objects.sort();
+            objects.dedup();
+            let mut total = Summary::default();
+            for (key, path) in objects {
+                let path = PathBuf::from(&path);
+                let Some((source, k)) = LocalSource::for_path(&path).filter(|(_, k)| *k == key) else {
+                    eprintln!("cannot retry {key}: {} is not a path under exports/ or docs/", path.display());
+                    continue;
+                };
+                if !path.is_file() {
+                    eprintln!("cannot retry {key}: {} is gone", path.display());
+                    continue;
+                }
+                let (version, modified) = file_identity(&path)?;
+                // Retrying means reading again even if this exact content was applied before.
+                let obj = ObjectRef { key: k, version: format!("{version}+retry@{}", Version::from_time(chrono::Utc::now(), 0).to_key()), modified };
+                total.absorb(&pipeline.ingest_object(&source, &obj).await?);
+            }
+            print_summary(&total, json)
+        }
+    }
+}
+
+async fn serve(mut config: Config, drop_dir: Option<PathBuf>, addr: Option<String>) -> Result<()> {
+    if let Some(d) = drop_dir {
+        config.drop_dir = d;
+    }
+    if let Some(a) = addr {
+        config.serve.addr = a;
+    }
+    let w = askiam::app::writer(&config)?;
+    let pipeline = w.pipeline.clone();
+    let listener = tokio::net::TcpListener::bind(&config.serve.addr)
+        .await
+        .with_context(|| format!("binding {}", config.serve.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, drop_dir = %config.drop_dir.display(), "askiam serve");
+    let state = askiam::http::AppState { index: pipeline.index.clone(), embedder: askiam::app::embedder(&config)?, k: config.search.k };
+    let app = askiam::http::router(state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut watcher_stop = stop_rx.clone();
+    let watcher = DropDir::new(config.drop_dir.clone(), pipeline);
+    let watch = tokio::spawn(async move {
+        watcher
+            .watch(async move {
+                let _ = watcher_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing the file in progress");
+    let _ = stop_tx.send(true);
+    watch.await.context("watcher task")?.context("watching the drop dir")?;
+    server.await.context("server task")?.context("serving HTTP")?;
+    drop(w.lock);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

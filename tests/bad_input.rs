@@ -1,0 +1,78 @@
+//! Bad input is quarantined with its reason and line; the rest lands; the run still succeeds.
+
+mod support;
+
+use support::{repo, Askiam};
+
+#[test]
+fn broken_line_is_quarantined_with_its_line_number_and_the_good_lines_land() {
+    let a = Askiam::new();
+    let broken = repo().join("tests/data/broken");
+    let s = a.ingest(&[&broken]);
+    // Line 3 is cut short, line 4 names an unknown table; the empty document is unreadable.
+    assert_eq!(s["quarantined"], 3, "{s}");
+    assert_eq!(s["objects"], 2, "{s}");
+
+    let q = a.json_lines(&["quarantine", "list", "--json"]);
+    let lines: Vec<(String, Option<u64>)> =
+        q.iter().map(|e| (e["object"].as_str().unwrap().to_string(), e["line"].as_u64())).collect();
+    assert!(lines.contains(&("exports/changes/2026-11-05T00-00-00Z-broken.jsonl".into(), Some(3))), "{q:?}");
+    assert!(lines.contains(&("exports/changes/2026-11-05T00-00-00Z-broken.jsonl".into(), Some(4))), "{q:?}");
+    assert!(lines.contains(&("docs/empty.md".into(), None)), "{q:?}");
+    let unknown = q.iter().find(|e| e["line"] == 4).unwrap();
+    assert!(unknown["reason"].as_str().unwrap().contains("unknown table"), "{unknown}");
+
+    // Lines 1, 2 and 5 landed.
+    let hits = a.search("Brokenline Ledger Approver", &["--k", "3"]);
+    assert_eq!(hits[0]["id"], "role:ROLE-T003", "{hits:?}");
+    let stats = a.stats();
+    assert_eq!(stats["documents"]["role"], 2, "{stats}");
+    assert_eq!(stats["quarantined"], 3, "{stats}");
+}
+
+#[test]
+fn quarantine_retry_rereads_a_fixed_file() {
+    let a = Askiam::new();
+    let drop = a.dir.path().join("drop");
+    support::copy_tree(&repo().join("tests/data/broken"), &drop);
+    a.ingest(&[&drop]);
+    // Fix the file: drop the two bad lines.
+    let path = drop.join("exports/changes/2026-11-05T00-00-00Z-broken.jsonl");
+    let fixed: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 2 && *i != 3)
+        .map(|(_, l)| l.to_string())
+        .collect();
+    std::fs::write(&path, fixed.join("\n")).unwrap();
+    std::fs::write(drop.join("docs/empty.md"), "# Now with text\n\nSome words.\n").unwrap();
+    let s = a.json(&["quarantine", "retry", "--json"]);
+    assert_eq!(s["quarantined"], 0, "{s}");
+    assert_eq!(a.stats()["quarantined"], 0);
+    assert!(a.json_lines(&["quarantine", "list", "--json"]).is_empty());
+}
+
+#[test]
+fn a_second_writer_fails_at_once_with_a_clear_message() {
+    let a = Askiam::new();
+    let drop = a.dir.path().join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    let _serve = a.serve(&drop);
+    let out = support::wait_for("serve to take the lock", std::time::Duration::from_secs(20), || {
+        let out = a.cmd().args(["ingest", "--json"]).arg(repo().join("tests/data/broken")).output().unwrap();
+        (!out.status.success()).then_some(out)
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another askiam process is writing"), "{err}");
+    // Readers are not blocked.
+    a.stats();
+}
+
+#[test]
+fn files_under_no_known_prefix_are_skipped_and_listed() {
+    let a = Askiam::new();
+    let s = a.ingest(&[&repo().join("tests/data/broken"), &repo().join("Cargo.toml")]);
+    assert_eq!(s["skipped_files"], 1, "{s}");
+    assert!(s["skipped"][0].as_str().unwrap().contains("Cargo.toml"), "{s}");
+}
