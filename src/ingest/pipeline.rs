@@ -476,12 +476,7 @@ impl Pipeline {
             info!(tables = parts.len(), "applying full export");
             for (table, part, expected) in &parts {
                 let mut part_problems = Vec::new();
-                let seen = self.load_snapshot_table(source, table, part, snapshot, &mut part_problems, &mut summary).await?;
-                if let Some(n) = expected {
-                    if *n != seen as u64 {
-                        warn!(table = table.name, expected = n, read = seen, "row count differs from the manifest");
-                    }
-                }
+                self.load_snapshot_table(source, table, part, snapshot, *expected, &mut part_problems, &mut summary).await?;
                 summary.quarantined += part_problems.len();
                 self.state.quarantine_replace(&part.key, &source.locate(&part.key), &part_problems)?;
             }
@@ -507,9 +502,10 @@ impl Pipeline {
         table: &'static schema::Table,
         part: &ObjectRef,
         snapshot: Version,
+        expected_rows: Option<u64>,
         problems: &mut Vec<Problem>,
         summary: &mut Summary,
-    ) -> Result<usize, IngestError> {
+    ) -> Result<(), IngestError> {
         let reader = format::open_reader(&part.key, source.open(&part.key).await?);
         let policy = RowVersion::Fixed(snapshot);
         let rows: Box<dyn Iterator<Item = std::io::Result<Result<SourceRow, Problem>>>> = match route::classify(&part.key) {
@@ -518,7 +514,7 @@ impl Pipeline {
                 Ok(r) => Box::new(r),
                 Err(p) => {
                     problems.push(p);
-                    return Ok(0);
+                    return Ok(());
                 }
             },
         };
@@ -541,6 +537,23 @@ impl Pipeline {
             let out = self.state.apply_rows(&batch, &part.key)?;
             summary.rows += out.iter().filter(|o| **o == crate::catalog::RowOutcome::Applied).count();
         }
+        // Deleting "rows absent from the snapshot" is only safe when the file is whole: a row
+        // on a quarantined line, or cut off by a truncated file, is absent but not gone.
+        let read = (seen.len() + problems.len()) as u64;
+        let incomplete = match expected_rows {
+            Some(n) if n != read => Some(format!("the manifest lists {n} rows but the file has {read}")),
+            _ if !problems.is_empty() => Some(format!("{} lines were quarantined", problems.len())),
+            _ => None,
+        };
+        if let Some(why) = incomplete {
+            warn!(table = table.name, why = %why, "snapshot table incomplete: rows absent from it were kept");
+            problems.push(Problem {
+                line: None,
+                reason: format!("{why}; rows absent from this snapshot table were not deleted"),
+                content: String::new(),
+            });
+            return Ok(());
+        }
         let gone: Vec<SourceRow> = self
             .state
             .versions(table.name)?
@@ -554,7 +567,7 @@ impl Pipeline {
                 self.state.apply_rows(b, &part.key)?;
             }
         }
-        Ok(seen.len())
+        Ok(())
     }
 
     /// Re-renders every row document into a new generation, carries documents and records

@@ -86,23 +86,34 @@ impl Askiam {
         self.json_lines(&args)
     }
 
-    /// Starts `askiam serve` on a drop dir; killed when the handle drops.
+    /// Starts `askiam serve` on a drop dir and waits until it listens (it takes the data
+    /// dir's writer lock before binding); killed when the handle drops.
     pub fn serve(&self, drop_dir: &Path) -> Served {
-        let child = self
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = self
             .cmd()
             .args(["serve", "--drop-dir"])
             .arg(drop_dir)
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn askiam serve");
-        Served { child }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("askiam serve exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "askiam serve did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Served { child, port }
     }
 }
 
 pub struct Served {
     pub child: Child,
+    pub port: u16,
 }
 
 impl Served {

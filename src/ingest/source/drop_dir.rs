@@ -101,6 +101,9 @@ impl DropDir {
         };
         let now = SystemTime::now();
         let mut todo = Vec::new();
+        // Folders holding a file that is still being written: a manifest there waits, in
+        // case it was copied before the parts it lists (as `cp -r` may do).
+        let mut busy_dirs = std::collections::HashSet::new();
         let present: std::collections::HashSet<&PathBuf> = files.iter().collect();
         let gone: Vec<PathBuf> = self.seen.keys().filter(|p| !present.contains(p)).cloned().collect();
         for path in &files {
@@ -112,6 +115,7 @@ impl DropDir {
             }
             if now.duration_since(modified).unwrap_or_default() < self.settle {
                 unsettled = true;
+                busy_dirs.extend(path.parent().map(Path::to_path_buf));
                 continue;
             }
             let rel = path.strip_prefix(&self.root).unwrap_or(path);
@@ -127,6 +131,12 @@ impl DropDir {
                 }
             }
         }
+        todo.retain(|(key, path, _)| {
+            let wait = matches!(route::classify(key), Route::Manifest { .. })
+                && path.parent().is_some_and(|d| busy_dirs.contains(d));
+            unsettled |= wait;
+            !wait
+        });
         todo.sort_by_key(|(k, _, _)| apply_order(k));
         for (key, path, cur) in todo {
             let Some((source, _)) = LocalSource::for_path(&path) else { continue };
