@@ -24,7 +24,9 @@ pub enum BuildError {
     UnknownEmbedder(String),
 }
 
-pub fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, BuildError> {
+/// The configured embedding provider. Async because cloud providers resolve credentials
+/// and endpoints when they are built.
+pub async fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, BuildError> {
     match config.embed.provider.as_str() {
         "hash" => Ok(Arc::new(HashEmbedder::new(config.embed.dims))),
         other => Err(BuildError::UnknownEmbedder(other.to_string())),
@@ -43,11 +45,11 @@ pub struct Writer {
     pub lock: WriterLock,
 }
 
-pub fn writer(config: &Config) -> Result<Writer, BuildError> {
+pub async fn writer(config: &Config) -> Result<Writer, BuildError> {
     let lock = WriterLock::acquire(&config.data_dir)?;
     let state = Arc::new(StateDb::open(&config.state_db())?);
     let index = index(config)?;
-    let embedder = embedder(config)?;
+    let embedder = embedder(config).await?;
     let cached = Arc::new(CachedEmbedder::new(embedder, state.clone(), config.embed.batch_size));
     let pipeline = Pipeline::new(state, index, cached, config.ingest.clone());
     Ok(Writer { pipeline: Arc::new(pipeline), lock })

@@ -51,11 +51,33 @@ pub struct IngestConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedConfig {
-    /// `hash` (offline, deterministic; the only provider in this build).
+    /// `hash` (offline, deterministic, no model), `minilm` (local all-MiniLM-L6-v2),
+    /// `bedrock-titan`, `bedrock-cohere` or `ollama`.
     pub provider: String,
+    /// Vector size: fixed by the model for `minilm` (384); chosen for `hash` and Titan V2.
     pub dims: usize,
     /// Texts per embedding call.
     pub batch_size: usize,
+    /// Where `askiam model fetch` puts local models; empty: `$ASKIAM_MODEL_DIR`, else
+    /// `$XDG_CACHE_HOME/askiam/models`, else `~/.cache/askiam/models`.
+    pub model_dir: String,
+    /// Worker threads for local inference (0: all cores).
+    pub threads: usize,
+    /// Bedrock model id (Titan Text Embeddings V2 or Cohere Embed).
+    pub bedrock_model: String,
+    /// Bedrock endpoint override (tests, VPC endpoints); empty: the SDK's own resolution.
+    pub bedrock_endpoint: String,
+    /// AWS region for Bedrock; empty: the SDK's default chain.
+    pub region: String,
+    /// Ollama base URL and embedding model.
+    pub ollama_url: String,
+    pub ollama_model: String,
+    /// Rate limits for remote providers: requests per second, tokens per minute (0: none),
+    /// concurrent requests, and retries on throttling before a batch fails to the caller.
+    pub requests_per_sec: u32,
+    pub tokens_per_min: u32,
+    pub max_concurrency: usize,
+    pub max_retries: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -101,7 +123,22 @@ impl Default for IngestConfig {
 
 impl Default for EmbedConfig {
     fn default() -> Self {
-        EmbedConfig { provider: "hash".into(), dims: 384, batch_size: 64 }
+        EmbedConfig {
+            provider: "hash".into(),
+            dims: 384,
+            batch_size: 64,
+            model_dir: String::new(),
+            threads: 0,
+            bedrock_model: "amazon.titan-embed-text-v2:0".into(),
+            bedrock_endpoint: String::new(),
+            region: String::new(),
+            ollama_url: "http://127.0.0.1:11434".into(),
+            ollama_model: "nomic-embed-text".into(),
+            requests_per_sec: 10,
+            tokens_per_min: 0,
+            max_concurrency: 4,
+            max_retries: 8,
+        }
     }
 }
 

@@ -174,7 +174,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
         Command::Serve { drop_dir, addr } => serve(config, drop_dir, addr).await,
         Command::Search { query, k, kinds, application, json } => {
             let index = askiam::app::index(&config)?;
-            let embedder = askiam::app::embedder(&config)?;
+            let embedder = askiam::app::embedder(&config).await?;
             let filters = Filters { kinds, application };
             let hits = retrieve::search(index.as_ref(), embedder.as_ref(), &query, k.unwrap_or(config.search.k), &filters).await?;
             let mut out = std::io::stdout().lock();
@@ -197,7 +197,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
         Command::Reindex { json } => {
-            let w = askiam::app::writer(&config)?;
+            let w = askiam::app::writer(&config).await?;
             let mut pipeline = Arc::try_unwrap(w.pipeline).ok().context("pipeline is shared")?;
             pipeline.progress = !json;
             let s = pipeline.reindex().await?;
@@ -229,7 +229,7 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
         }
         other => bail!("unknown --format {other:?} (expected auto or records)"),
     };
-    let w = askiam::app::writer(config)?;
+    let w = askiam::app::writer(config).await?;
     let mut pipeline = Arc::try_unwrap(w.pipeline).ok().context("pipeline is shared")?;
     pipeline.progress = !args.json;
     let start = std::time::Instant::now();
@@ -364,7 +364,7 @@ async fn quarantine(config: &Config, action: QuarantineAction) -> Result<()> {
             Ok(())
         }
         QuarantineAction::Retry { json } => {
-            let w = askiam::app::writer(config)?;
+            let w = askiam::app::writer(config).await?;
             let pipeline = w.pipeline;
             let open = pipeline.state.quarantine_open()?;
             let mut objects: Vec<(String, String)> = open.into_iter().map(|q| (q.object, q.path)).collect();
@@ -398,13 +398,13 @@ async fn serve(mut config: Config, drop_dir: Option<PathBuf>, addr: Option<Strin
     if let Some(a) = addr {
         config.serve.addr = a;
     }
-    let w = askiam::app::writer(&config)?;
+    let w = askiam::app::writer(&config).await?;
     let pipeline = w.pipeline.clone();
     let listener = tokio::net::TcpListener::bind(&config.serve.addr)
         .await
         .with_context(|| format!("binding {}", config.serve.addr))?;
     tracing::info!(addr = %listener.local_addr()?, drop_dir = %config.drop_dir.display(), "askiam serve");
-    let state = askiam::http::AppState { index: pipeline.index.clone(), embedder: askiam::app::embedder(&config)?, k: config.search.k };
+    let state = askiam::http::AppState { index: pipeline.index.clone(), embedder: pipeline.embedder.inner(), k: config.search.k };
     let app = askiam::http::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();

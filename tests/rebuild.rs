@@ -19,7 +19,8 @@ async fn searches_during_a_rebuild_never_fail_or_come_back_empty() {
 
     let mut config = Config::default();
     config.data_dir = a.data_dir();
-    let writer = askiam::app::writer(&config).unwrap();
+    config.embed.provider = "hash".into();
+    let writer = askiam::app::writer(&config).await.unwrap();
     let generation = writer.pipeline.index.info().await.unwrap().generation;
 
     let done = Arc::new(AtomicBool::new(false));

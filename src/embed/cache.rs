@@ -80,6 +80,12 @@ impl CachedEmbedder {
         self.inner.as_ref()
     }
 
+    /// The provider itself, for query-time embedding in the same process (a local model is
+    /// loaded once).
+    pub fn inner(&self) -> Arc<dyn Embedder> {
+        self.inner.clone()
+    }
+
     /// Vectors for document texts, from the cache where possible; new ones are stored.
     pub async fn embed_documents(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let model = self.inner.model_id().to_string();

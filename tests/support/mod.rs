@@ -36,7 +36,8 @@ impl Askiam {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.env("ASKIAM_DATA_DIR", self.data_dir()).env("ASKIAM_LOG", "askiam=warn");
+        // Most tests run on the deterministic hashing embedder; model tests opt in.
+        c.env("ASKIAM_DATA_DIR", self.data_dir()).env("ASKIAM_LOG", "askiam=warn").env("ASKIAM_EMBED_PROVIDER", "hash");
         c.env_remove("ASKIAM_CONFIG");
         c
     }
