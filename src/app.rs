@@ -20,8 +20,10 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("unknown embedding provider {0:?} (this build has: hash)")]
+    #[error("unknown embedding provider {0:?} (this build has: hash, bedrock, bedrock-titan, bedrock-cohere, ollama)")]
     UnknownEmbedder(String),
+    #[error("embedding provider: {0}")]
+    Embedder(#[from] crate::embed::EmbedError),
 }
 
 /// The configured embedding provider. Async because cloud providers resolve credentials
@@ -29,6 +31,10 @@ pub enum BuildError {
 pub async fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, BuildError> {
     match config.embed.provider.as_str() {
         "hash" => Ok(Arc::new(HashEmbedder::new(config.embed.dims))),
+        "bedrock" | "bedrock-titan" | "bedrock-cohere" => {
+            Ok(Arc::new(crate::embed::bedrock::BedrockEmbedder::from_config(&config.embed).await?))
+        }
+        "ollama" => Ok(Arc::new(crate::embed::ollama::OllamaEmbedder::connect(&config.embed).await?)),
         other => Err(BuildError::UnknownEmbedder(other.to_string())),
     }
 }

@@ -88,6 +88,20 @@ enum Command {
         #[command(subcommand)]
         action: FixturesAction,
     },
+    /// Measure retrieval: recall@k and MRR@10 over a labelled question set (JSON Lines of
+    /// {"q": "...", "expect": ["<id>", ...], "split": "dev"|"test"?}), ranked exactly as
+    /// `search` ranks.
+    Eval {
+        questions: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Only these kinds.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// One JSON object with the figures and every question's outcome.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration (secrets redacted).
     Config,
 }
@@ -142,6 +156,13 @@ enum FixturesAction {
 }
 
 fn main() -> Result<()> {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`askiam search … | head`) instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of a signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // A server's progress is its log; a one-shot command speaks through its output.
     init_tracing(if matches!(cli.command, Command::Serve { .. }) { "askiam=info,warn" } else { "askiam=warn,warn" });
@@ -209,6 +230,28 @@ async fn run(command: Command, config: Config) -> Result<()> {
             let opts = askiam::fixtures::GenerateOptions { scale, out: out.clone(), seed };
             let summary = askiam::fixtures::generate(&opts).with_context(|| format!("generating fixtures into {}", out.display()))?;
             println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Eval { questions, k, kinds, json } => {
+            let file = std::fs::File::open(&questions).with_context(|| format!("opening {}", questions.display()))?;
+            let qs = askiam::query::eval::read_questions(std::io::BufReader::new(file))?;
+            let index = askiam::app::index(&config)?;
+            let embedder = askiam::app::embedder(&config).await?;
+            let filters = Filters { kinds, application: None };
+            let r = askiam::query::eval::evaluate(index.as_ref(), embedder.as_ref(), &qs, k, &filters).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for o in r.outcomes.iter().filter(|o| o.recall < 1.0) {
+                    println!("miss  {}
+      expected {:?}
+      got      {:?}", o.q, o.expect, o.top);
+                }
+                for s in &r.splits {
+                    println!("{:>6}: {} questions  recall@{} {:.3}  MRR@10 {:.3}", s.split, s.questions, k, s.recall_at_k, s.mrr_at_10);
+                }
+                println!("   all: {} questions  recall@{} {:.3}  MRR@10 {:.3}", r.questions, k, r.recall_at_k, r.mrr_at_10);
+            }
             Ok(())
         }
         Command::Config => {

@@ -155,6 +155,10 @@ pub struct Chunk {
     pub ordinal: u32,
     pub heading: Option<String>,
     pub text: String,
+    /// Found by keywords only, never embedded: identifiers (permission lists) that carry no
+    /// meaning an embedder could use and would crowd a 256-token window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keywords_only: bool,
 }
 
 impl Document {
@@ -175,6 +179,9 @@ impl Document {
             h.update(c.heading.as_deref().unwrap_or("").as_bytes());
             h.update([0]);
             h.update(c.text.as_bytes());
+            if c.keywords_only {
+                h.update([2]);
+            }
         }
         hex::encode(h.finalize())
     }

@@ -4,8 +4,11 @@
 //! hashing embedder is deterministic and model-free so that the whole pipeline is testable
 //! offline; real models (MiniLM, Bedrock, Ollama) implement the same trait.
 
+pub mod bedrock;
 pub mod cache;
 pub mod hash;
+pub mod limit;
+pub mod ollama;
 
 use async_trait::async_trait;
 

@@ -551,7 +551,8 @@ fn apply_in(tx: &Transaction, target: Option<u64>, writes: &[Write]) -> R<ApplyR
             Write::Upsert(u) => Some(u),
             Write::Delete { .. } => None,
         }) {
-            if let Some(v) = u.vectors.iter().find(|v| v.len() != dims) {
+            // An empty vector marks a keywords-only chunk.
+            if let Some(v) = u.vectors.iter().find(|v| !v.is_empty() && v.len() != dims) {
                 return Err(other(format!("document {}: vector has {} dims, index expects {dims}", u.doc.id, v.len())));
             }
         }
@@ -790,8 +791,11 @@ fn dump_in(tx: &Transaction, kinds: &[String]) -> R<Vec<Write>> {
         let mut vectors = Vec::new();
         let mut crows = chunk_stmt.query([&id])?;
         while let Some(c) = crows.next()? {
-            doc_chunks.push(Chunk { id: c.get(0)?, ordinal: c.get(1)?, heading: c.get(2)?, text: c.get(3)? });
-            vectors.push(decode(&id, &c.get::<_, Vec<u8>>(4)?)?);
+            let vector = decode(&id, &c.get::<_, Vec<u8>>(4)?)?;
+            // A chunk stored without a vector is a keywords-only chunk.
+            let keywords_only = vector.is_empty();
+            doc_chunks.push(Chunk { id: c.get(0)?, ordinal: c.get(1)?, heading: c.get(2)?, text: c.get(3)?, keywords_only });
+            vectors.push(vector);
         }
         let doc = Document {
             metadata: parse_metadata(&id, &row.get::<_, String>(6)?)?,
@@ -977,6 +981,10 @@ impl VectorCache {
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let blob = row.get_ref(2)?.as_blob().map_err(|e| other(format!("stored vector: {e}")))?;
+            if blob.is_empty() {
+                // Keywords-only chunk: nothing to compare a query vector with.
+                continue;
+            }
             if blob.len() != dims * 4 {
                 skipped += 1;
                 continue;
@@ -1080,6 +1088,7 @@ mod tests {
                     ordinal: i as u32,
                     heading: None,
                     text: (*text).into(),
+                    keywords_only: false,
                 })
                 .collect(),
         }

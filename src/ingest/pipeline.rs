@@ -416,10 +416,18 @@ impl Pipeline {
                 },
             }
         }
-        let texts: Vec<String> = pending.iter().flat_map(|(d, _, _)| d.chunks.iter().map(move |c| embedding_text(d, c))).collect();
+        let texts: Vec<String> = pending
+            .iter()
+            .flat_map(|(d, _, _)| d.chunks.iter().filter(|c| !c.keywords_only).map(move |c| embedding_text(d, c)))
+            .collect();
         let mut vectors = self.embedder.embed_documents(&texts).await?.into_iter();
         for (doc, content_hash, guard) in pending {
-            let vs: Vec<Vec<f32>> = vectors.by_ref().take(doc.chunks.len()).collect();
+            // Keywords-only chunks are stored with an empty vector.
+            let vs: Vec<Vec<f32>> = doc
+                .chunks
+                .iter()
+                .map(|c| if c.keywords_only { Vec::new() } else { vectors.next().unwrap_or_default() })
+                .collect();
             writes.push(Write::Upsert(Upsert { doc, content_hash, vectors: vs, guard }));
         }
         let r = match target {

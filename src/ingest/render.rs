@@ -309,7 +309,7 @@ pub fn render(db: &StateDb, key: &DocKey) -> Result<Option<Document>, StoreError
         other => return Err(StoreError::Corrupt(format!("no renderer for kind {other}"))),
     };
     let id = key.id();
-    let chunk = Chunk { id: format!("{id}#0-{}", &text_hash(&text)[..8]), ordinal: 0, heading: None, text };
+    let chunk = Chunk { id: format!("{id}#0-{}", &text_hash(&text)[..8]), ordinal: 0, heading: None, text, keywords_only: false };
     Ok(Some(Document {
         id,
         kind: key.kind.to_string(),

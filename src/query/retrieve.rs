@@ -60,6 +60,136 @@ pub fn title_coverage(question: &[String], title: &str) -> f32 {
     (t.len() as f32 / q.len() as f32).min(1.0)
 }
 
+/// How likely a person is to ask for this document's role or policy, as a score factor.
+///
+/// Catalogues are full of roles no one requests: cloud service agents, policies of
+/// service-linked roles, deprecated entries. They share vocabulary with what people do ask
+/// for ("Lambda", "storage") and would crowd it out; they are kept, one step down.
+pub fn person_prior(hit: &Hit) -> f32 {
+    let meta = &hit.metadata;
+    let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let arn = text("arn");
+    let id_title = format!("{} {}", hit.id, hit.title).to_ascii_lowercase();
+    let mut f = 1.0;
+    if arn.contains(":policy/aws-service-role/") || id_title.contains("servicerolepolicy") || id_title.contains("serviceagent") || id_title.contains("service agent") {
+        f *= 0.4;
+    } else if arn.contains(":policy/service-role/") {
+        f *= 0.8;
+    }
+    if meta.get("deprecated").and_then(|v| v.as_bool()) == Some(true) || text("stage").eq_ignore_ascii_case("deprecated") {
+        f *= 0.6;
+    }
+    if meta.get("requestable").and_then(|v| v.as_bool()) == Some(false) {
+        f *= 0.9;
+    }
+    f
+}
+
+/// Everyday words for cloud and IAM things, and the product and API vocabulary the
+/// catalogues use for them. A question says "VM", "bucket" or "k8s"; role documents say
+/// "compute instances", "storage objects", "container clusters". The expansion only feeds
+/// keyword search (the embedder reads the question as asked), so an alias that does not
+/// occur in a catalogue costs nothing there.
+const ALIASES: &[(&str, &str)] = &[
+    ("vm", "compute instance instances ec2"),
+    ("vms", "compute instance instances ec2"),
+    ("virtual machine", "compute instance instances ec2"),
+    ("server", "compute instance ec2"),
+    ("bucket", "storage bucket buckets objects s3"),
+    ("buckets", "storage bucket buckets objects s3"),
+    ("gcs", "storage objects buckets"),
+    ("files", "objects storage"),
+    ("file", "objects storage"),
+    ("blob", "objects storage"),
+    ("k8s", "kubernetes container clusters gke eks"),
+    ("kubectl", "kubernetes container clusters gke eks"),
+    ("cluster", "clusters kubernetes container"),
+    ("data warehouse", "bigquery redshift"),
+    ("warehouse", "bigquery redshift"),
+    ("bq", "bigquery"),
+    ("sql", "cloudsql rds database"),
+    ("database", "databases cloudsql rds spanner dynamodb sql"),
+    ("db", "databases cloudsql rds sql"),
+    ("postgres", "cloudsql rds sql database"),
+    ("mysql", "cloudsql rds sql database"),
+    ("serverless", "functions lambda cloudfunctions run"),
+    ("function", "functions lambda cloudfunctions"),
+    ("functions", "functions lambda cloudfunctions"),
+    ("logs", "logging logs cloudwatch"),
+    ("log", "logging logs cloudwatch"),
+    ("metrics", "monitoring metrics cloudwatch"),
+    ("alerts", "monitoring alert alertpolicies cloudwatch alarms"),
+    ("alert", "monitoring alert alertpolicies cloudwatch alarms"),
+    ("dashboards", "monitoring dashboards cloudwatch"),
+    ("secret", "secretmanager secrets secretsmanager"),
+    ("secrets", "secretmanager secrets secretsmanager"),
+    ("password", "secretmanager secrets secretsmanager"),
+    ("passwords", "secretmanager secrets secretsmanager"),
+    ("encryption", "kms cloudkms keys"),
+    ("key", "keys kms cloudkms"),
+    ("keys", "keys kms cloudkms"),
+    ("dns", "dns route53 zones records"),
+    ("domain", "dns route53 domains"),
+    ("billing", "billing costs budgets"),
+    ("cost", "billing costs"),
+    ("costs", "billing costs"),
+    ("invoice", "billing invoices"),
+    ("invoices", "billing invoices"),
+    ("images", "artifactregistry repositories containerregistry ecr"),
+    ("image", "artifactregistry repositories containerregistry ecr"),
+    ("docker", "artifactregistry repositories containerregistry ecr"),
+    ("registry", "artifactregistry repositories containerregistry ecr"),
+    ("queue", "pubsub sqs"),
+    ("topic", "pubsub sns topics"),
+    ("messages", "pubsub sqs sns"),
+    ("pubsub", "pubsub topics subscriptions"),
+    ("firewall", "firewall firewalls securitygroups"),
+    ("network", "networks compute vpc"),
+    ("vpc", "networks vpc subnetworks"),
+    ("ml", "aiplatform ml sagemaker"),
+    ("ai", "aiplatform sagemaker bedrock"),
+    ("vertex", "aiplatform"),
+    ("gemini", "aiplatform"),
+    ("llm", "aiplatform bedrock"),
+    ("pipeline", "cloudbuild codepipeline builds"),
+    ("ci", "cloudbuild codebuild builds"),
+    ("build", "cloudbuild codebuild builds"),
+    ("builds", "cloudbuild codebuild builds"),
+    ("deploy", "deploy developer"),
+    ("read only", "viewer readonly reader read"),
+    ("readonly", "viewer readonly reader read"),
+    ("read-only", "viewer readonly reader read"),
+    ("view", "viewer readonly read"),
+    ("see", "viewer readonly read"),
+    ("look", "viewer readonly read"),
+    ("admin", "admin administrator fullaccess"),
+    ("manage", "admin administrator fullaccess editor"),
+    ("full", "admin fullaccess"),
+    ("org", "organization organizations resourcemanager"),
+    ("folders", "folder folders resourcemanager"),
+    ("folder", "folder folders resourcemanager"),
+    ("support", "support cases cloudsupport"),
+    ("iam", "iam roles policies"),
+    ("permissions", "iam roles policies"),
+    ("service account", "serviceaccounts serviceaccount iam"),
+];
+
+/// The question plus the catalogue vocabulary its everyday words stand for.
+pub fn expand_query(text: &str) -> String {
+    let lower = format!(" {} ", text.to_lowercase().replace(|c: char| !c.is_alphanumeric() && c != '-', " "));
+    let mut extra: Vec<&str> = Vec::new();
+    for (alias, expansion) in ALIASES {
+        if lower.contains(&format!(" {alias} ")) && !extra.contains(expansion) {
+            extra.push(expansion);
+        }
+    }
+    if extra.is_empty() {
+        text.to_string()
+    } else {
+        format!("{text} {}", extra.join(" "))
+    }
+}
+
 #[tracing::instrument(skip(index, embedder, filters), fields(k))]
 pub async fn search(
     index: &dyn Index,
@@ -70,7 +200,7 @@ pub async fn search(
 ) -> Result<Vec<Hit>, RetrieveError> {
     let vector = embedder.embed(&[text.to_string()], InputKind::Query).await?.pop();
     let req = SearchRequest {
-        text: text.to_string(),
+        text: expand_query(text),
         vector,
         k: (k * CANDIDATES_PER_HIT).max(20),
         kinds: filters.kinds.clone(),
@@ -80,6 +210,7 @@ pub async fn search(
     let question = words(text);
     for h in &mut hits {
         h.score += TITLE_BONUS * title_coverage(&question, &h.title);
+        h.score *= person_prior(h);
     }
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
     hits.truncate(k);

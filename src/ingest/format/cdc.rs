@@ -39,18 +39,7 @@ impl<R: BufRead> Iterator for CdcReader<R> {
     type Item = std::io::Result<Result<SourceRow, Problem>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let line = match self.lines.next_line() {
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
-                Ok(Some(Err(p))) => return Some(Ok(Err(p))),
-                Ok(Some(Ok(l))) => l,
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            return Some(Ok(parse_line(&line, self.lines.line_no)));
-        }
+        self.lines.next_item(parse_line)
     }
 }
 

@@ -68,4 +68,20 @@ impl<R: BufRead> Lines<R> {
             Err(e) => Err(problem(self.line_no, format!("not UTF-8: {e}"), &String::from_utf8_lossy(&self.buf))),
         }))
     }
+
+    /// Drives a JSON Lines reader: skips blank lines, passes I/O errors and undecodable
+    /// lines through, and hands every other line with its number to `parse`.
+    pub fn next_item<T>(&mut self, mut parse: impl FnMut(&str, u64) -> Result<T, Problem>) -> Option<std::io::Result<Result<T, Problem>>> {
+        loop {
+            let line = match self.next_line() {
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+                Ok(Some(Err(p))) => return Some(Ok(Err(p))),
+                Ok(Some(Ok(l))) => l,
+            };
+            if !line.trim().is_empty() {
+                return Some(Ok(parse(&line, self.line_no)));
+            }
+        }
+    }
 }

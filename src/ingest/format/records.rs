@@ -21,6 +21,11 @@ pub struct RecordSpec {
 
 pub struct RecordReader<'a, R> {
     lines: Lines<R>,
+    settings: Settings<'a>,
+}
+
+/// Everything but the line source, so a line can be parsed while the source is borrowed.
+struct Settings<'a> {
     spec: &'a RecordSpec,
     source: String,
     version: Version,
@@ -39,9 +44,12 @@ impl<'a, R: BufRead> RecordReader<'a, R> {
         overlap: usize,
         count: &'a (dyn Fn(&str) -> usize + Sync),
     ) -> Self {
-        RecordReader { lines: Lines::new(reader), spec, source: source.into(), version, max_tokens, overlap, count }
+        let settings = Settings { spec, source: source.into(), version, max_tokens, overlap, count };
+        RecordReader { lines: Lines::new(reader), settings }
     }
+}
 
+impl Settings<'_> {
     fn document(&self, line: &str, n: u64) -> Result<Document, Problem> {
         let bad = |reason: String| problem(n, reason, line);
         let obj: serde_json::Map<String, serde_json::Value> =
@@ -59,19 +67,44 @@ impl<'a, R: BufRead> RecordReader<'a, R> {
             .and_then(scalar_text)
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| id.clone());
-        let mut body = Vec::new();
-        for (i, field) in self.spec.text_fields.iter().enumerate() {
-            let Some(text) = obj.get(field).and_then(field_text).filter(|t| !t.trim().is_empty()) else { continue };
-            // The first text field reads as prose; later ones are labelled so the text stays readable.
-            body.push(if i == 0 { text } else { format!("{field}: {text}") });
-        }
-        let body = if body.is_empty() { title.clone() } else { body.join("\n\n") };
+        // Field-aware: the first text field is prose and is embedded, together with a compact
+        // summary of the others; the other fields in full (permission lists, often thousands
+        // of identifiers) are found by keywords only, so they never drown the meaning.
+        let mut fields = self.spec.text_fields.iter().filter_map(|f| obj.get(f).map(|v| (f, v)));
+        let prose = fields.next().and_then(|(_, v)| field_text(v)).filter(|t| !t.trim().is_empty());
+        let rest: Vec<(&String, &serde_json::Value)> = fields.collect();
         let count = self.count;
-        let budget = self.max_tokens.saturating_sub(count(&title) + 4).max(16);
-        let chunks = split_to_budget(&body, budget, self.overlap.min(budget / 2), count)
+        // An identifier-like title (`AmazonS3ReadOnlyAccess`) is one opaque token to keyword
+        // search and noise to an embedder; its words go along as the chunks' heading.
+        let heading = humanize_identifier(&title);
+        let overhead = count(&title) + heading.as_deref().map(count).unwrap_or(0) + 4;
+        let budget = self.max_tokens.saturating_sub(overhead).max(16);
+        let mut body = prose.unwrap_or_else(|| title.clone());
+        for (name, value) in &rest {
+            let room = budget.saturating_sub(count(&body) + 2);
+            if let Some(summary) = summarize_identifiers(value, room, count) {
+                body.push_str(&format!("\n\n{name}: {summary}"));
+            }
+        }
+        let mut texts = split_to_budget(&body, budget, self.overlap.min(budget / 2), count)
+            .into_iter()
+            .map(|t| (t, false))
+            .collect::<Vec<_>>();
+        for (name, value) in &rest {
+            if let Some(t) = field_text(value).filter(|t| !t.trim().is_empty()) {
+                texts.push((format!("{name}: {t}"), true));
+            }
+        }
+        let chunks = texts
             .into_iter()
             .enumerate()
-            .map(|(i, text)| Chunk { id: format!("{id}#{i}-{}", &text_hash(&text)[..8]), ordinal: i as u32, heading: None, text })
+            .map(|(i, (text, keywords_only))| Chunk {
+                id: format!("{id}#{i}-{}", &text_hash(&text)[..8]),
+                ordinal: i as u32,
+                heading: heading.clone(),
+                text,
+                keywords_only,
+            })
             .collect();
         let metadata = obj
             .into_iter()
@@ -87,6 +120,66 @@ impl<'a, R: BufRead> RecordReader<'a, R> {
             chunks,
         })
     }
+}
+
+/// The words of a CamelCase or dash/underscore identifier ("AmazonS3ReadOnlyAccess" →
+/// "Amazon S3 Read Only Access"); `None` for text that already has spaces.
+pub fn humanize_identifier(s: &str) -> Option<String> {
+    if s.chars().any(char::is_whitespace) || s.len() < 4 {
+        return None;
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if matches!(c, '-' | '_' | '.' | '/' | ':') {
+            out.push(' ');
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1).copied();
+        let boundary = match prev {
+            // aB, a1 → split; ABc → split before B when a lower-case letter follows (S3Read).
+            Some(p) if p.is_lowercase() && (c.is_uppercase() || c.is_ascii_digit()) => true,
+            Some(p) if (p.is_uppercase() || p.is_ascii_digit()) && c.is_uppercase() => next.is_some_and(char::is_lowercase),
+            _ => false,
+        };
+        if boundary {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    let words: Vec<&str> = out.split_whitespace().collect();
+    (words.len() > 1).then(|| words.join(" "))
+}
+
+/// A list of dotted or colon-separated identifiers (`storage.objects.get`, `s3:GetObject`)
+/// summarised by what they act on: "storage objects: get, list; storage buckets: get",
+/// largest groups first, within `room` tokens. `None` for anything else.
+pub fn summarize_identifiers(v: &serde_json::Value, room: usize, count: &dyn Fn(&str) -> usize) -> Option<String> {
+    let items: Vec<&str> = v.as_array()?.iter().filter_map(|i| i.as_str()).collect();
+    if items.is_empty() || room < 8 || !items.iter().all(|i| !i.contains(' ') && (i.contains('.') || i.contains(':'))) {
+        return None;
+    }
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for item in items {
+        let (subject, verb) = item.rsplit_once(['.', ':']).unwrap_or((item, ""));
+        let subject = subject.replace(['.', ':'], " ");
+        match groups.iter_mut().find(|(s, _)| *s == subject) {
+            Some((_, verbs)) => verbs.push(verb.to_string()),
+            None => groups.push((subject, vec![verb.to_string()])),
+        }
+    }
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    let mut out = String::new();
+    for (subject, verbs) in groups {
+        let part = format!("{subject}: {}", verbs.join(", "));
+        let candidate = if out.is_empty() { part } else { format!("{out}; {part}") };
+        if count(&candidate) > room {
+            break;
+        }
+        out = candidate;
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn scalar_text(v: &serde_json::Value) -> Option<String> {
@@ -114,18 +207,8 @@ impl<R: BufRead> Iterator for RecordReader<'_, R> {
     type Item = std::io::Result<Result<Document, Problem>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let line = match self.lines.next_line() {
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
-                Ok(Some(Err(p))) => return Some(Ok(Err(p))),
-                Ok(Some(Ok(l))) => l,
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            return Some(Ok(self.document(&line, self.lines.line_no)));
-        }
+        let settings = &self.settings;
+        self.lines.next_item(|line, n| settings.document(line, n))
     }
 }
 
@@ -133,6 +216,16 @@ impl<R: BufRead> Iterator for RecordReader<'_, R> {
 mod tests {
     use super::*;
     use crate::embed::hash::estimate_tokens;
+
+    #[test]
+    fn identifiers_are_split_into_words() {
+        assert_eq!(humanize_identifier("AmazonS3ReadOnlyAccess").as_deref(), Some("Amazon S3 Read Only Access"));
+        assert_eq!(humanize_identifier("AWSLambdaBasicExecutionRole").as_deref(), Some("AWS Lambda Basic Execution Role"));
+        assert_eq!(humanize_identifier("AdministratorAccess-Amplify").as_deref(), Some("Administrator Access Amplify"));
+        assert_eq!(humanize_identifier("IAMFullAccess").as_deref(), Some("IAM Full Access"));
+        assert_eq!(humanize_identifier("Storage Object Viewer"), None);
+        assert_eq!(humanize_identifier("Jira"), None);
+    }
 
     #[test]
     fn records_keep_their_ids_text_fields_and_metadata() {
@@ -150,7 +243,12 @@ mod tests {
         let d = out[0].as_ref().unwrap();
         assert_eq!(d.id, "roles/storage.objectViewer");
         assert_eq!(d.title, "Storage Object Viewer");
-        assert!(d.chunks[0].text.contains("permissions: storage.objects.get, storage.objects.list"));
+        assert!(d.chunks[0].text.starts_with("Read objects."));
+        assert!(d.chunks[0].text.contains("permissions: storage objects: get, list"), "{:?}", d.chunks[0].text);
+        assert!(!d.chunks[0].keywords_only);
+        let last = d.chunks.last().unwrap();
+        assert!(last.keywords_only);
+        assert_eq!(last.text, "permissions: storage.objects.get, storage.objects.list");
         assert_eq!(d.metadata["stage"], "GA");
         assert!(!d.metadata.contains_key("permissions"));
         assert_eq!(out[1].as_ref().unwrap_err().line, Some(2));

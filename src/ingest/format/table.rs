@@ -150,30 +150,16 @@ impl<R: BufRead> Iterator for JsonlTableReader<R> {
     type Item = Item;
 
     fn next(&mut self) -> Option<Item> {
-        loop {
-            let line = match self.lines.next_line() {
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
-                Ok(Some(Err(p))) => return Some(Ok(Err(p))),
-                Ok(Some(Ok(l))) => l,
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let n = self.lines.line_no;
-            let bad = |reason: String| problem(n, reason, &line);
-            let row = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line) {
-                Err(e) => Err(bad(format!("not a JSON object: {e}"))),
-                Ok(obj) => {
-                    let data = json_object_to_row(&obj);
-                    version_of(&data, &self.policy).map_err(bad).and_then(|version| {
-                        let key = self.table.key_of(&data).map_err(|c| bad(format!("row has no value for key column {c:?}")))?;
-                        Ok(SourceRow { table: self.table.name.to_string(), key, op: Op::Upsert, version, data })
-                    })
-                }
-            };
-            return Some(Ok(row));
-        }
+        let (table, policy) = (self.table, &self.policy);
+        self.lines.next_item(|line, n| {
+            let bad = |reason: String| problem(n, reason, line);
+            let obj = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line)
+                .map_err(|e| bad(format!("not a JSON object: {e}")))?;
+            let data = json_object_to_row(&obj);
+            let version = version_of(&data, policy).map_err(bad)?;
+            let key = table.key_of(&data).map_err(|c| bad(format!("row has no value for key column {c:?}")))?;
+            Ok(SourceRow { table: table.name.to_string(), key, op: Op::Upsert, version, data })
+        })
     }
 }
 

@@ -91,7 +91,7 @@ impl<'a> Chunker<'a> {
         for piece in split_to_budget(body, budget, self.opts.overlap_tokens.min(budget / 2), count) {
             let ordinal = self.chunks.len() as u32;
             let id = format!("{}#{}-{}", self.doc_id, ordinal, &text_hash(&piece)[..8]);
-            self.chunks.push(Chunk { id, ordinal, heading: heading.clone(), text: piece });
+            self.chunks.push(Chunk { id, ordinal, heading: heading.clone(), text: piece, keywords_only: false });
         }
     }
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Check the hand-written retrieval eval sets against the IAM corpora.
+
+Run from the repository root:  python3 evals/check.py
+Optional: --corpora DIR (default: ../shared/corpora relative to the repo root).
+
+Checks, per set:
+  * every line is a JSON object with exactly the keys q, expect, split;
+  * q is a non-empty string, expect a non-empty list of unique strings;
+  * every expected id exists exactly (case-sensitive) in the corpus;
+  * the set has exactly 80 questions, no duplicate questions;
+  * split follows the fixed rule (line 1 dev, line 2 test, line 3 dev, ...),
+    which gives exactly 40 dev / 40 test.
+It also warns (without failing) when an expected id is a non-GA GCP role or a
+deprecated AWS policy. Stdlib only.
+"""
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+EXPECTED_COUNT = 80
+
+SETS = [
+    # (eval file, corpus file, id field in the corpus)
+    ("gcp_roles.jsonl", "gcp_roles.jsonl", "id"),
+    ("aws_policies.jsonl", "aws_managed_policies.jsonl", "name"),
+]
+
+
+def load_corpus(path, id_field):
+    ids = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            ids[rec[id_field]] = rec
+    return ids
+
+
+def expected_split(lineno):
+    return "dev" if lineno % 2 == 1 else "test"
+
+
+def check_set(eval_path, corpus, errors, warnings):
+    name = os.path.basename(eval_path)
+    counts = {"dev": 0, "test": 0}
+    seen_q = set()
+    n = 0
+    with open(eval_path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, line in enumerate(lines, 1):
+        where = f"{name}:{lineno}"
+        if not line.strip():
+            errors.append(f"{where}: blank line")
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(f"{where}: invalid JSON ({e})")
+            continue
+        n += 1
+        if not isinstance(obj, dict) or set(obj) != {"q", "expect", "split"}:
+            errors.append(f"{where}: want an object with keys q, expect, split; got {obj!r}")
+            continue
+        q, expect, split = obj["q"], obj["expect"], obj["split"]
+        if not isinstance(q, str) or not q.strip():
+            errors.append(f"{where}: q must be a non-empty string")
+        elif q.strip().lower() in seen_q:
+            errors.append(f"{where}: duplicate question {q!r}")
+        else:
+            seen_q.add(q.strip().lower())
+        if not isinstance(expect, list) or not expect or not all(isinstance(x, str) for x in expect):
+            errors.append(f"{where}: expect must be a non-empty list of strings")
+        else:
+            if len(set(expect)) != len(expect):
+                errors.append(f"{where}: duplicate ids in expect")
+            for rid in expect:
+                rec = corpus.get(rid)
+                if rec is None:
+                    errors.append(f"{where}: id not in corpus: {rid!r}")
+                    continue
+                if rec.get("stage") not in (None, "GA"):
+                    warnings.append(f"{where}: {rid} has stage {rec['stage']}")
+                if rec.get("deprecated"):
+                    warnings.append(f"{where}: {rid} is marked deprecated")
+        if split not in counts:
+            errors.append(f"{where}: split must be 'dev' or 'test', got {split!r}")
+        else:
+            counts[split] += 1
+            if split != expected_split(lineno):
+                errors.append(f"{where}: split {split!r} breaks the fixed rule (want {expected_split(lineno)!r})")
+    if n != EXPECTED_COUNT:
+        errors.append(f"{name}: {n} questions, want {EXPECTED_COUNT}")
+    half = EXPECTED_COUNT // 2
+    if counts["dev"] != half or counts["test"] != half:
+        errors.append(f"{name}: split is {counts['dev']} dev / {counts['test']} test, want {half}/{half}")
+    return n, counts
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpora", default=os.path.join(REPO, "..", "shared", "corpora"))
+    args = ap.parse_args()
+    errors, warnings = [], []
+    for eval_file, corpus_file, id_field in SETS:
+        corpus_path = os.path.join(args.corpora, corpus_file)
+        eval_path = os.path.join(HERE, eval_file)
+        if not os.path.exists(corpus_path):
+            errors.append(f"corpus not found: {corpus_path}")
+            continue
+        corpus = load_corpus(corpus_path, id_field)
+        n, counts = check_set(eval_path, corpus, errors, warnings)
+        print(f"{eval_file}: {n} questions, {counts['dev']} dev / {counts['test']} test "
+              f"(corpus {corpus_file}: {len(corpus)} records)")
+    for w in warnings:
+        print(f"warning: {w}")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if errors:
+        print(f"FAILED: {len(errors)} error(s)", file=sys.stderr)
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
