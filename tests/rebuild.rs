@@ -17,8 +17,7 @@ async fn searches_during_a_rebuild_never_fail_or_come_back_empty() {
     a.run(&["fixtures", "generate", "--scale", "4", "--out", drop.to_str().unwrap()]);
     a.ingest(&[&drop]);
 
-    let mut config = Config::default();
-    config.data_dir = a.data_dir();
+    let mut config = Config { data_dir: a.data_dir(), ..Default::default() };
     config.embed.provider = "hash".into();
     let writer = askiam::app::writer(&config).await.unwrap();
     let generation = writer.pipeline.index.info().await.unwrap().generation;

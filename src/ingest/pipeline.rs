@@ -140,6 +140,15 @@ struct ManifestTable {
     rows: Option<u64>,
 }
 
+/// One table file of a full export, as its manifest describes it.
+#[derive(Clone, Copy)]
+struct SnapshotPart<'a> {
+    table: &'static schema::Table,
+    object: &'a ObjectRef,
+    version: Version,
+    expected_rows: Option<u64>,
+}
+
 /// The most problems kept per object; beyond that one summary entry says how many more.
 const MAX_PROBLEMS: usize = 1000;
 /// Problems logged one by one per object before the log only counts them.
@@ -484,7 +493,8 @@ impl Pipeline {
             info!(tables = parts.len(), "applying full export");
             for (table, part, expected) in &parts {
                 let mut part_problems = Vec::new();
-                self.load_snapshot_table(source, table, part, snapshot, *expected, &mut part_problems, &mut summary).await?;
+                let snap = SnapshotPart { table, object: part, version: snapshot, expected_rows: *expected };
+                self.load_snapshot_table(source, &snap, &mut part_problems, &mut summary).await?;
                 summary.quarantined += part_problems.len();
                 self.state.quarantine_replace(&part.key, &source.locate(&part.key), &part_problems)?;
             }
@@ -507,13 +517,11 @@ impl Pipeline {
     async fn load_snapshot_table(
         &self,
         source: &dyn Source,
-        table: &'static schema::Table,
-        part: &ObjectRef,
-        snapshot: Version,
-        expected_rows: Option<u64>,
+        snap: &SnapshotPart<'_>,
         problems: &mut Vec<Problem>,
         summary: &mut Summary,
     ) -> Result<(), IngestError> {
+        let SnapshotPart { table, object: part, version: snapshot, expected_rows } = *snap;
         let reader = format::open_reader(&part.key, source.open(&part.key).await?);
         let policy = RowVersion::Fixed(snapshot);
         let rows: Box<dyn Iterator<Item = std::io::Result<Result<SourceRow, Problem>>>> = match route::classify(&part.key) {
