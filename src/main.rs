@@ -277,12 +277,13 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     pipeline.progress = !args.json;
     let start = std::time::Instant::now();
     let mut total = Summary::default();
-    let mut files = Vec::new();
+    // Each file with the folder it was found under (for a file argument, none).
+    let mut files: Vec<(Option<PathBuf>, PathBuf)> = Vec::new();
     for p in &args.paths {
         if p.is_dir() {
-            files.extend(list_files(p).with_context(|| format!("listing {}", p.display()))?);
+            files.extend(list_files(p).with_context(|| format!("listing {}", p.display()))?.into_iter().map(|f| (Some(p.clone()), f)));
         } else if p.is_file() {
-            files.push(p.clone());
+            files.push((None, p.clone()));
         } else {
             bail!("{} does not exist", p.display());
         }
@@ -293,7 +294,7 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
         indicatif::ProgressBar::hidden()
     };
     if let Some(spec) = spec {
-        for path in &files {
+        for (_, path) in &files {
             let (version, modified) = file_identity(path)?;
             let source = LocalSource { root: path.parent().map(Path::to_path_buf).unwrap_or_default() };
             // A collection is known by its file name, which is also the `source` of its hits.
@@ -306,8 +307,12 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
         }
     } else {
         let mut keyed = Vec::new();
-        for path in files {
-            match LocalSource::for_path(&path) {
+        for (dir, path) in files {
+            let located = match &dir {
+                Some(d) => LocalSource::under(d, &path),
+                None => LocalSource::for_path(&path),
+            };
+            match located {
                 Some((source, key)) => keyed.push((apply_order(&key), source, key, path)),
                 None => {
                     total.skipped_files += 1;
@@ -329,7 +334,7 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     total.seconds = start.elapsed().as_secs_f64();
-    total.generation = pipeline.index.info().await?.generation;
+    total.generation = pipeline.index.generation().await?;
     print_summary(&total, args.json)
 }
 

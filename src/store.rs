@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     finished_at TEXT NOT NULL,
     counts      TEXT NOT NULL,          -- JSON summary of what applying it did
     error       TEXT,
+    path        TEXT,                   -- where it was read from (a local path), if local
     PRIMARY KEY (object, object_version)
 ) WITHOUT ROWID;
 
@@ -102,6 +103,15 @@ CREATE TABLE IF NOT EXISTS object_docs (
     doc_id TEXT NOT NULL,
     kind   TEXT NOT NULL,
     PRIMARY KEY (object, doc_id)
+) WITHOUT ROWID;
+
+-- Documents whose rendering may be out of date: recorded before a batch of row changes is
+-- committed, cleared after the documents are in the index. A crash in between leaves them
+-- here, and the next run renders them (the "before" side of a change is otherwise lost).
+CREATE TABLE IF NOT EXISTS dirty_docs (
+    kind TEXT NOT NULL,
+    key  TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS embed_cache (

@@ -130,3 +130,24 @@ fn a_manifest_for_missing_parts_waits_and_applies_when_they_arrive() {
     assert_eq!(s["pending"], 0, "{s}");
     assert_eq!(a.stats()["generation"].as_u64().unwrap(), generation + 1);
 }
+
+#[test]
+fn a_corrupt_gzip_file_is_quarantined_and_the_files_after_it_land() {
+    let a = Askiam::new();
+    let drop = a.dir.path().join("drop/exports/changes");
+    std::fs::create_dir_all(&drop).unwrap();
+    // A valid gzip header followed by garbage, as a cut-off upload leaves it.
+    let good = support::fixtures().join("exports/changes/2026-11-03T08-00-00Z-0003.jsonl.gz");
+    let mut bytes = std::fs::read(&good).unwrap();
+    let half = bytes.len() / 2;
+    bytes.truncate(half);
+    bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    std::fs::write(drop.join("0001-corrupt.jsonl.gz"), &bytes).unwrap();
+    std::fs::copy(repo().join("tests/data/broken/exports/changes/2026-11-05T00-00-00Z-broken.jsonl"), drop.join("0002-after.jsonl")).unwrap();
+    let s = a.ingest(&[&a.dir.path().join("drop")]);
+    assert_eq!(s["objects"], 2, "{s}");
+    let q = a.json_lines(&["quarantine", "list", "--json"]);
+    assert!(q.iter().any(|e| e["object"] == "exports/changes/0001-corrupt.jsonl.gz"
+        && e["reason"].as_str().unwrap().contains("unreadable file")), "{q:?}");
+    assert!(!a.search("Brokenline Ledger Approver", &[]).is_empty());
+}

@@ -134,3 +134,32 @@ fn killing_serve_mid_ingest_and_restarting_converges_to_the_same_index() {
     wait_for("the restarted server to converge", Duration::from_secs(240), || (a.stats()["digest"] == want).then_some(()));
     assert_eq!(a.stats()["quarantined"], 0);
 }
+
+#[test]
+fn a_document_removed_while_serve_was_stopped_is_removed_at_start_and_comes_back_when_restored() {
+    let a = Askiam::new();
+    let drop = a.dir.path().join("docs-drop");
+    copy_tree(&fixtures().join("docs"), &drop.join("docs"));
+    {
+        let _s = a.serve(&drop);
+        wait_for("the documents", Duration::from_secs(30), || (a.stats()["documents"]["document"] == 6).then_some(()));
+    }
+    // Stopped (the handle killed it): remove a file, start again.
+    let faq = drop.join("docs/guides/faq.txt");
+    let parked = a.dir.path().join("faq.txt");
+    std::fs::rename(&faq, &parked).unwrap();
+    let _s = a.serve(&drop);
+    wait_for("the removed document to go", Duration::from_secs(30), || (a.stats()["documents"]["document"] == 5).then_some(()));
+    // The same file, same content and mtime, comes back.
+    std::fs::rename(&parked, &faq).unwrap();
+    wait_for("the restored document to return", Duration::from_secs(30), || (a.stats()["documents"]["document"] == 6).then_some(()));
+}
+
+#[test]
+fn a_drop_dir_inside_a_folder_named_docs_works() {
+    let a = Askiam::new();
+    let drop = a.dir.path().join("docs/drop");
+    copy_tree(&fixtures().join("docs"), &drop.join("docs"));
+    let _s = a.serve(&drop);
+    wait_for("the documents", Duration::from_secs(30), || (a.stats()["documents"]["document"] == 6).then_some(()));
+}

@@ -86,7 +86,9 @@ impl StateDb {
                         // the tombstone so that documents which referred to it can be found.
                         (Op::Delete, Some((_, old))) => {
                             let mut merged: RowData = serde_json::from_str(old).unwrap_or_default();
-                            merged.extend(row.data.iter().map(|(k, v)| (k.clone(), v.clone())));
+                            // An empty field in a delete (DMS writes them) says nothing; it must
+                            // not erase the link a dependent document is found by.
+                            merged.extend(row.data.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), v.clone())));
                             merged
                         }
                         _ => row.data.clone(),

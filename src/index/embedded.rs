@@ -372,6 +372,10 @@ impl Index for EmbeddedIndex {
         self.run(|s| read(s, |tx, _| info_in(tx))).await
     }
 
+    async fn generation(&self) -> Result<u64, IndexError> {
+        self.run(|s| read(s, |tx, _| Ok(live(tx)?.gen.0))).await
+    }
+
     async fn ensure_model(&self, model: &str, dims: usize) -> Result<(), IndexError> {
         let model = model.to_owned();
         self.run(move |s| {

@@ -151,6 +151,12 @@ pub struct IndexInfo {
 pub trait Index: Send + Sync {
     async fn info(&self) -> Result<IndexInfo, IndexError>;
 
+    /// The live generation number alone; `info` computes a digest over every document, this
+    /// must stay cheap enough to call per ingested object.
+    async fn generation(&self) -> Result<u64, IndexError> {
+        Ok(self.info().await?.generation)
+    }
+
     /// Records the model on an empty index; refuses a different model on a non-empty one.
     async fn ensure_model(&self, model: &str, dims: usize) -> Result<(), IndexError>;
 

@@ -59,6 +59,38 @@ impl StateDb {
         Ok(())
     }
 
+    /// Records where an object was read from, so a drop dir can tell which of the objects
+    /// it applied have since been removed.
+    pub fn ledger_set_path(&self, object: &str, version: &str, path: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("UPDATE ledger SET path = ?3 WHERE object = ?1 AND object_version = ?2", params![object, version, path])
+            .map(|_| ())
+            .map_err(|e| self.sql_err(e))
+    }
+
+    /// Forgets every version of an object, so that the same content arriving again is
+    /// applied again (a removed file that comes back).
+    pub fn ledger_forget(&self, object: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM ledger WHERE object = ?1", [object]).map(|_| ()).map_err(|e| self.sql_err(e))
+    }
+
+    /// (object, path) of applied objects read from a path under `dir`.
+    pub fn ledger_applied_under(&self, dir: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT DISTINCT object, path FROM ledger WHERE status = 'applied' AND path IS NOT NULL
+                 AND substr(path, 1, length(?1)) = ?1 ORDER BY object",
+            )
+            .map_err(|e| self.sql_err(e))?;
+        let rows = stmt
+            .query_map([dir], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql_err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql_err(e))?;
+        Ok(rows)
+    }
+
     /// Objects recorded with `status` whose key starts with `prefix`.
     pub fn ledger_with_status(&self, prefix: &str, status: &str) -> Result<Vec<LedgerEntry>, StoreError> {
         let conn = self.conn();

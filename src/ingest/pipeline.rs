@@ -191,7 +191,7 @@ impl Pipeline {
         s.embedded_texts = t1 - t0;
         s.embedding_calls = c1 - c0;
         s.seconds = start.elapsed().as_secs_f64();
-        s.generation = self.index.info().await?.generation;
+        s.generation = self.index.generation().await?;
         Ok(s)
     }
 
@@ -203,6 +203,7 @@ impl Pipeline {
 
     async fn ingest_object_inner(&self, source: &dyn Source, obj: &ObjectRef) -> Result<Summary, IngestError> {
         let mut summary = Summary::default();
+        self.render_dirty(&mut summary).await?;
         let route = route::classify(&obj.key);
         if let Route::Skip(reason) = &route {
             info!(reason = %reason, "skipped");
@@ -238,21 +239,26 @@ impl Pipeline {
             }
             Route::Cdc => {
                 let reader = format::open_reader(&obj.key, source.open(&obj.key).await?);
-                self.apply_rows(&obj.key, CdcReader::new(reader), &mut problems, &mut summary).await?;
+                let applied = self.apply_rows(&obj.key, CdcReader::new(reader), &mut problems, &mut summary).await;
+                undecodable_is_a_problem(applied, &mut problems)?;
             }
             Route::TableChanges { table, format: tf } => {
                 let t = schema::table(&table).expect("route only names known tables");
                 let reader = format::open_reader(&obj.key, source.open(&obj.key).await?);
                 let policy = RowVersion::Column(self.config.dms_timestamp_column.clone());
-                match tf {
+                let applied = match tf {
                     TableFormat::Csv => match CsvTableReader::new(reader, t, policy) {
-                        Ok(rows) => self.apply_rows(&obj.key, rows, &mut problems, &mut summary).await?,
-                        Err(p) => problems.push(p),
+                        Ok(rows) => self.apply_rows(&obj.key, rows, &mut problems, &mut summary).await,
+                        Err(p) => {
+                            problems.push(p);
+                            Ok(())
+                        }
                     },
                     TableFormat::Jsonl => {
-                        self.apply_rows(&obj.key, JsonlTableReader::new(reader, t, policy), &mut problems, &mut summary).await?
+                        self.apply_rows(&obj.key, JsonlTableReader::new(reader, t, policy), &mut problems, &mut summary).await
                     }
-                }
+                };
+                undecodable_is_a_problem(applied, &mut problems)?;
             }
             Route::Doc(df) => {
                 let raw = source.open(&obj.key).await?;
@@ -292,6 +298,7 @@ impl Pipeline {
             "unchanged": summary.unchanged, "quarantined": summary.quarantined, "rows": summary.rows,
         });
         self.state.ledger_record(&obj.key, &obj.version, APPLIED, &counts, None)?;
+        self.state.ledger_set_path(&obj.key, &obj.version, &source.locate(&obj.key))?;
         info!(documents = summary.documents, upserted = summary.upserted, deleted = summary.deleted, quarantined = summary.quarantined, "applied");
         Ok(())
     }
@@ -349,6 +356,9 @@ impl Pipeline {
                 render::dependents(&self.state, &row.table, &row.key, &old.data, &mut affected)?;
             }
         }
+        // Once the rows are committed the old values are gone; remember what they touched
+        // until the index has the new renderings.
+        self.state.dirty_add(&affected)?;
         let outcomes = self.state.apply_rows(&batch, key)?;
         for (row, outcome) in batch.iter().zip(outcomes) {
             // A replayed row (Unchanged) still re-renders: a crash may have come between the
@@ -362,11 +372,26 @@ impl Pipeline {
             }
         }
         let keys: Vec<DocKey> = affected.into_iter().collect();
+        self.render_to_live(&keys, summary).await
+    }
+
+    async fn render_to_live(&self, keys: &[DocKey], summary: &mut Summary) -> Result<(), IngestError> {
         for chunk in keys.chunks(REBUILD_BATCH) {
             let changes = self.render_keys(chunk, Target::Live).await?;
             summary.documents += changes.len();
             let r = self.write_docs(Target::Live, changes).await?;
             summary.add_report(&r);
+            self.state.dirty_remove(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Renders documents a crashed run left marked dirty.
+    async fn render_dirty(&self, summary: &mut Summary) -> Result<(), IngestError> {
+        let dirty = self.state.dirty_all()?;
+        if !dirty.is_empty() {
+            info!(documents = dirty.len(), "re-rendering documents a previous run left unfinished");
+            self.render_to_live(&dirty, summary).await?;
         }
         Ok(())
     }
@@ -684,6 +709,14 @@ impl Pipeline {
                 let r = self.write_docs(Target::Live, batch).await?;
                 summary.add_report(&r);
                 bar.finish_and_clear();
+                // Only the newest version of a collection says which records it has: a late,
+                // older copy must not delete what a newer one added.
+                let docs_version_key = format!("object_docs_version:{}", obj.key);
+                let newest = self.state.meta_get(&docs_version_key)?.and_then(|v| Version::from_key(&v));
+                if newest.is_some_and(|v| v > obj.modified) {
+                    self.finish_object(source, obj, problems, &mut summary)?;
+                    return Ok(summary);
+                }
                 let keep: HashSet<&str> = produced.iter().map(|(id, _)| id.as_str()).collect();
                 let gone: Vec<DocChange> = self
                     .state
@@ -695,6 +728,7 @@ impl Pipeline {
                 let r = self.write_docs(Target::Live, gone).await?;
                 summary.add_report(&r);
                 self.state.set_object_docs(&obj.key, &produced)?;
+                self.state.meta_set(&docs_version_key, &obj.modified.to_key())?;
                 self.finish_object(source, obj, problems, &mut summary)?;
                 Ok(summary)
             }
@@ -703,18 +737,23 @@ impl Pipeline {
         .await
     }
 
-    /// An object was removed at the source: documents read from it are deleted. Change
-    /// files and export parts are events, not state: removing them undoes nothing.
-    pub async fn remove_object(&self, key: &str, version: Version) -> Result<Summary, IngestError> {
+    /// An object was removed at the source: documents read from it are deleted, and the
+    /// ledger forgets it, so the same content coming back is applied again. Change files and
+    /// export parts are events, not state: removing them undoes nothing.
+    ///
+    /// `guard` is `Version` where removals carry an ordered version (S3 sequencers) and may
+    /// arrive out of order; a drop dir sees the file gone *now* and removes unconditionally.
+    pub async fn remove_object(&self, key: &str, version: Version, guard: Guard) -> Result<Summary, IngestError> {
         self.measured(async {
             let mut summary = Summary::default();
             let mut changes = Vec::new();
             if let Route::Doc(_) = route::classify(key) {
-                changes.push(DocChange::Remove { id: format!("doc:{key}"), kind: kind::DOCUMENT.into(), version, guard: Guard::Version });
+                changes.push(DocChange::Remove { id: format!("doc:{key}"), kind: kind::DOCUMENT.into(), version, guard });
             }
             for (id, kind) in self.state.object_docs(key)? {
-                changes.push(DocChange::Remove { id, kind, version, guard: Guard::Version });
+                changes.push(DocChange::Remove { id, kind, version, guard });
             }
+            self.state.ledger_forget(key)?;
             summary.documents = changes.len();
             let r = self.write_docs(Target::Live, changes).await?;
             summary.add_report(&r);
@@ -737,6 +776,25 @@ impl Pipeline {
         );
         bar.set_message(what);
         bar
+    }
+}
+
+/// A file that cannot be decoded (corrupt or truncated gzip, bytes that are not text) is bad
+/// input like a bad line: quarantined whole, so that retrying it forever does not block the
+/// files behind it. Rows read before the damage stay applied. Other I/O errors are real
+/// failures and propagate.
+fn undecodable_is_a_problem(result: Result<(), IngestError>, problems: &mut Vec<Problem>) -> Result<(), IngestError> {
+    match result {
+        Err(IngestError::Read { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            problems.push(Problem { line: None, reason: format!("unreadable file: {source}"), content: String::new() });
+            Ok(())
+        }
+        other => other,
     }
 }
 

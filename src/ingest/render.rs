@@ -321,6 +321,49 @@ pub fn render(db: &StateDb, key: &DocKey) -> Result<Option<Document>, StoreError
     }))
 }
 
+impl StateDb {
+    pub fn dirty_add(&self, keys: &BTreeSet<DocKey>) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sql_err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO dirty_docs (kind, key) VALUES (?1, ?2)")
+                .map_err(|e| self.sql_err(e))?;
+            for k in keys {
+                stmt.execute(rusqlite::params![k.kind, k.key]).map_err(|e| self.sql_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.sql_err(e))
+    }
+
+    pub fn dirty_remove(&self, keys: &[DocKey]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sql_err(e))?;
+        {
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM dirty_docs WHERE kind = ?1 AND key = ?2").map_err(|e| self.sql_err(e))?;
+            for k in keys {
+                stmt.execute(rusqlite::params![k.kind, k.key]).map_err(|e| self.sql_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.sql_err(e))
+    }
+
+    pub fn dirty_all(&self) -> Result<Vec<DocKey>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT kind, key FROM dirty_docs ORDER BY kind, key").map_err(|e| self.sql_err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.sql_err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql_err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, key)| ROW_KINDS.iter().find(|k| **k == kind).map(|kind| DocKey { kind, key }))
+            .collect())
+    }
+}
+
 /// Every document key the entity store can render, in a stable order.
 pub fn all_keys(db: &StateDb) -> Result<Vec<DocKey>, StoreError> {
     let mut keys = Vec::new();

@@ -24,7 +24,10 @@ pub enum RowVersion {
 
 type Item = std::io::Result<Result<SourceRow, Problem>>;
 
-fn version_of(data: &RowData, policy: &RowVersion) -> Result<Version, String> {
+/// `line` orders rows that share a commit timestamp (DMS writes a transaction's changes in
+/// commit order, all with the transaction's timestamp): an insert then an update of one row
+/// in one transaction must end as the update, whatever else arrives.
+fn version_of(data: &RowData, policy: &RowVersion, line: u64) -> Result<Version, String> {
     match policy {
         RowVersion::Fixed(v) => Ok(*v),
         RowVersion::Column(col) => {
@@ -33,7 +36,7 @@ fn version_of(data: &RowData, policy: &RowVersion) -> Result<Version, String> {
                 .find_map(|c| data.get(*c).and_then(|v| v.as_deref()).map(|v| (*c, v)))
                 .ok_or_else(|| format!("row has neither a {col:?} nor an \"updated_at\" value to version it by"))?;
             parse_timestamp(raw)
-                .map(|t| Version::from_time(t, 0))
+                .map(|t| Version::from_time(t, line as u128))
                 .ok_or_else(|| format!("{name} {raw:?} is not a timestamp"))
         }
     }
@@ -106,7 +109,7 @@ impl<R: std::io::Read> CsvTableReader<R> {
                 data.insert(name.clone(), value);
             }
         }
-        let version = version_of(&version_data, &self.policy).map_err(bad)?;
+        let version = version_of(&version_data, &self.policy, line).map_err(bad)?;
         let key = self.table.key_of(&data).map_err(|col| bad(format!("row has no value for key column {col:?}")))?;
         Ok(SourceRow { table: self.table.name.to_string(), key, op, version, data })
     }
@@ -125,7 +128,7 @@ impl<R: std::io::Read> Iterator for CsvTableReader<R> {
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
                 match e.kind() {
-                    csv::ErrorKind::Io(_) => Some(Err(std::io::Error::other(e.to_string()))),
+                    csv::ErrorKind::Io(io) => Some(Err(std::io::Error::new(io.kind(), e.to_string()))),
                     _ => Some(Ok(Err(problem(line, format!("malformed CSV line: {e}"), "")))),
                 }
             }
@@ -156,7 +159,7 @@ impl<R: BufRead> Iterator for JsonlTableReader<R> {
             let obj = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line)
                 .map_err(|e| bad(format!("not a JSON object: {e}")))?;
             let data = json_object_to_row(&obj);
-            let version = version_of(&data, policy).map_err(bad)?;
+            let version = version_of(&data, policy, n).map_err(bad)?;
             let key = table.key_of(&data).map_err(|c| bad(format!("row has no value for key column {c:?}")))?;
             Ok(SourceRow { table: table.name.to_string(), key, op: Op::Upsert, version, data })
         })

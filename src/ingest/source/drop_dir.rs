@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{LocalSource, Source};
 use crate::ingest::route::{self, Route};
+use crate::index::Guard;
 use crate::ingest::{Pipeline, Summary};
 use crate::model::Version;
 
@@ -78,13 +79,51 @@ pub struct DropDir {
     seen: HashMap<PathBuf, Seen>,
     /// Files with no known prefix, reported once each.
     reported_skips: std::collections::HashSet<PathBuf>,
+    /// Whether the start-up reconciliation with the ledger has run.
+    reconciled: bool,
 }
 
 impl DropDir {
     pub fn new(root: PathBuf, pipeline: Arc<Pipeline>) -> Self {
         let settle = Duration::from_millis(pipeline.config.settle_ms);
         let rescan = Duration::from_secs(pipeline.config.rescan_secs.max(1));
-        DropDir { root, pipeline, settle, rescan, seen: HashMap::new(), reported_skips: Default::default() }
+        DropDir { root, pipeline, settle, rescan, seen: HashMap::new(), reported_skips: Default::default(), reconciled: false }
+    }
+
+    /// The source and key of a file in the drop dir (see `LocalSource::under`).
+    fn locate(&self, path: &Path) -> Option<(LocalSource, String)> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        route::object_key(&rel.to_string_lossy())?;
+        LocalSource::under(&self.root, path)
+    }
+
+    /// Documents applied from this drop dir whose files were removed while no one watched.
+    async fn reconcile_removed(&mut self, total: &mut Summary) -> bool {
+        let root = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut prefix = root.display().to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let applied = match self.pipeline.state.ledger_applied_under(&prefix) {
+            Ok(a) => a,
+            Err(e) => {
+                error!(error = %e, "reading the ledger");
+                return false;
+            }
+        };
+        for (key, path) in applied {
+            if !key.starts_with("docs/") || Path::new(&path).exists() {
+                continue;
+            }
+            match self.pipeline.remove_object(&key, Version::ZERO, Guard::Projection).await {
+                Ok(s) => total.absorb(&s),
+                Err(e) => {
+                    error!(key, error = %e, "removing documents of a file removed while stopped failed");
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// One pass: ingest new and changed files that have settled, delete documents of files
@@ -92,6 +131,9 @@ impl DropDir {
     pub async fn scan(&mut self) -> (Summary, bool) {
         let mut total = Summary::default();
         let mut unsettled = false;
+        if !self.reconciled {
+            self.reconciled = self.reconcile_removed(&mut total).await;
+        }
         let files = match list_files(&self.root) {
             Ok(f) => f,
             Err(e) => {
@@ -119,8 +161,8 @@ impl DropDir {
                 continue;
             }
             let rel = path.strip_prefix(&self.root).unwrap_or(path);
-            match route::object_key(&rel.to_string_lossy()) {
-                Some(key) => todo.push((key, path.clone(), cur)),
+            match self.locate(path) {
+                Some((_, key)) => todo.push((key, path.clone(), cur)),
                 None => {
                     if self.reported_skips.insert(path.clone()) {
                         info!(file = %path.display(), "skipped: not under exports/ or docs/");
@@ -139,30 +181,37 @@ impl DropDir {
         });
         todo.sort_by_key(|(k, _, _)| apply_order(k));
         for (key, path, cur) in todo {
-            let Some((source, _)) = LocalSource::for_path(&path) else { continue };
+            let Some((source, _)) = self.locate(&path) else { continue };
             let result = async {
-                let Some(obj) = source.stat(&key).await? else { return Ok(Summary::default()) };
-                self.pipeline.ingest_object(&source, &obj).await
+                match source.stat(&key).await? {
+                    Some(obj) => self.pipeline.ingest_object(&source, &obj).await.map(Some),
+                    // Gone between listing and reading (renamed, removed): look again later.
+                    None => Ok(None),
+                }
             }
             .await;
             match result {
-                Ok(s) => {
+                Ok(Some(s)) => {
                     total.absorb(&s);
                     self.seen.insert(path, cur);
                 }
+                Ok(None) => unsettled = true,
                 // Not marked seen: the next scan tries again.
                 Err(e) => error!(key, error = %e, "ingest failed; will retry"),
             }
         }
         for path in gone {
-            self.seen.remove(&path);
-            let rel = path.strip_prefix(&self.root).unwrap_or(&path);
-            if let Some(key) = route::object_key(&rel.to_string_lossy()) {
-                let version = Version::from_time(chrono::Utc::now(), 0);
-                match self.pipeline.remove_object(&key, version).await {
-                    Ok(s) => total.absorb(&s),
-                    Err(e) => error!(key, error = %e, "removing documents failed"),
+            let Some(key) = path.strip_prefix(&self.root).ok().and_then(|rel| route::object_key(&rel.to_string_lossy())) else {
+                self.seen.remove(&path);
+                continue;
+            };
+            match self.pipeline.remove_object(&key, Version::ZERO, Guard::Projection).await {
+                Ok(s) => {
+                    total.absorb(&s);
+                    self.seen.remove(&path);
                 }
+                // Still in `seen`: the next scan sees it gone again and retries.
+                Err(e) => error!(key, error = %e, "removing documents failed; will retry"),
             }
         }
         (total, unsettled)

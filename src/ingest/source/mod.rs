@@ -59,6 +59,21 @@ impl LocalSource {
         Some((LocalSource { root }, key))
     }
 
+    /// Like `for_path`, but the key is looked for in the path relative to `dir` first, so a
+    /// drop dir or an ingested folder that itself lies under a folder named `docs` or
+    /// `exports` still works.
+    pub fn under(dir: &Path, path: &Path) -> Option<(LocalSource, String)> {
+        let Ok(rel) = path.strip_prefix(dir) else { return LocalSource::for_path(path) };
+        let Some(key) = crate::ingest::route::object_key(&rel.to_string_lossy()) else {
+            return LocalSource::for_path(path);
+        };
+        let mut prefix = rel.to_path_buf();
+        for _ in 0..key.split('/').count() {
+            prefix.pop();
+        }
+        Some((LocalSource { root: dir.join(prefix) }, key))
+    }
+
     pub fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
@@ -96,6 +111,9 @@ impl Source for LocalSource {
     }
 
     fn locate(&self, key: &str) -> String {
-        self.path(key).display().to_string()
+        // Absolute, so that what the ledger and the quarantine record still names the file
+        // when a later command runs from another directory.
+        let path = self.path(key);
+        std::path::absolute(&path).unwrap_or(path).display().to_string()
     }
 }
