@@ -54,7 +54,7 @@ async fn main() {
     // Baseline: one-shot ingests of single change files.
     let base_data = tmp.path().join("base-data");
     let run = |args: &[&str], data: &Path| {
-        let st = Command::new(bin()).env("ASKIAM_DATA_DIR", data).env("ASKIAM_LOG", "warn").args(args)
+        let st = Command::new(bin()).env("ASKIAM_DATA_DIR", data).env("ASKIAM_LOG", "warn").env("ASKIAM_EMBED_PROVIDER", "hash").args(args)
             .stdout(Stdio::null()).status().unwrap();
         assert!(st.success(), "askiam {args:?} failed");
     };
@@ -75,7 +75,7 @@ async fn main() {
     run(&["ingest", fixtures.to_str().unwrap()], &data);
     std::fs::create_dir_all(&drop).unwrap();
     let mut serve = Command::new(bin())
-        .env("ASKIAM_DATA_DIR", &data).env("ASKIAM_LOG", "warn")
+        .env("ASKIAM_DATA_DIR", &data).env("ASKIAM_LOG", "warn").env("ASKIAM_EMBED_PROVIDER", "hash")
         .args(["serve", "--addr", "127.0.0.1:0", "--drop-dir"]).arg(&drop)
         .stdout(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));

@@ -20,7 +20,7 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("unknown embedding provider {0:?} (this build has: hash, bedrock, bedrock-titan, bedrock-cohere, ollama)")]
+    #[error("unknown embedding provider {0:?} (this build has: hash, minilm, bedrock, bedrock-titan, bedrock-cohere, ollama)")]
     UnknownEmbedder(String),
     #[error("embedding provider: {0}")]
     Embedder(#[from] crate::embed::EmbedError),
@@ -35,6 +35,7 @@ pub async fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, BuildError> 
             Ok(Arc::new(crate::embed::bedrock::BedrockEmbedder::from_config(&config.embed).await?))
         }
         "ollama" => Ok(Arc::new(crate::embed::ollama::OllamaEmbedder::connect(&config.embed).await?)),
+        "minilm" => Ok(Arc::new(crate::embed::minilm::MiniLm::from_config(config)?)),
         other => Err(BuildError::UnknownEmbedder(other.to_string())),
     }
 }

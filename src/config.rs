@@ -51,7 +51,8 @@ pub struct IngestConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedConfig {
-    /// `hash` (offline, deterministic, no model), `minilm` (local all-MiniLM-L6-v2),
+    /// `minilm` (local all-MiniLM-L6-v2, the default; `askiam model fetch` gets it), `hash`
+    /// (offline, deterministic, lexical only: tests),
     /// `bedrock-titan`, `bedrock-cohere` or `ollama`.
     pub provider: String,
     /// Vector size: fixed by the model for `minilm` (384); chosen for `hash` and Titan V2.
@@ -124,7 +125,7 @@ impl Default for IngestConfig {
 impl Default for EmbedConfig {
     fn default() -> Self {
         EmbedConfig {
-            provider: "hash".into(),
+            provider: "minilm".into(),
             dims: 384,
             batch_size: 64,
             model_dir: String::new(),
@@ -144,7 +145,9 @@ impl Default for EmbedConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { k: 5, bm25_weight: 1.0, vector_weight: 1.0 }
+        // Chosen on the dev halves of evals/ (GCP roles, AWS policies) with MiniLM: 1:3 gave
+        // the best recall@5 there (docs/retrieval.md has the figures).
+        SearchConfig { k: 5, bm25_weight: 1.0, vector_weight: 3.0 }
     }
 }
 

