@@ -136,13 +136,19 @@ fn embed_command_prints_the_reference_vector() {
     let refs = reference();
     let r = refs.iter().find(|r| r.text == "who can approve payroll access").expect("reference query");
     let a = Askiam::new();
-    let out = a.cmd().env("ASKIAM_EMBED_PROVIDER", "minilm").args(["embed", "--query", "--json", &r.text]).output().expect("run");
+    let out = a
+        .cmd()
+        .env("ASKIAM_EMBED_PROVIDER", "minilm")
+        .args(["embed", "--query", "--json", &r.text])
+        .output()
+        .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(line["text"], r.text.as_str());
     assert_eq!(line["model"], MODEL_ID);
     assert_eq!(line["dims"], 384);
-    let v: Vec<f32> = line["vector"].as_array().expect("vector").iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect();
+    let v: Vec<f32> =
+        line["vector"].as_array().expect("vector").iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect();
     assert!(cosine(&v, &r.vector) >= 0.999);
 }
 

