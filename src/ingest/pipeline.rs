@@ -201,8 +201,16 @@ impl Pipeline {
         self.measured(self.ingest_object_inner(source, obj).instrument(span)).await
     }
 
+    /// Refuses to write one model's vectors into an index built by another (the error says
+    /// to run `askiam reindex`, which rebuilds with the configured model).
+    async fn check_model(&self) -> Result<(), IngestError> {
+        let model = self.embedder.model();
+        Ok(self.index.ensure_model(model.model_id(), model.dims()).await?)
+    }
+
     async fn ingest_object_inner(&self, source: &dyn Source, obj: &ObjectRef) -> Result<Summary, IngestError> {
         let mut summary = Summary::default();
+        self.check_model().await?;
         self.render_dirty(&mut summary).await?;
         let route = route::classify(&obj.key);
         if let Route::Skip(reason) = &route {
@@ -679,6 +687,7 @@ impl Pipeline {
                     summary.already_applied = 1;
                     return Ok(summary);
                 }
+                self.check_model().await?;
                 let model = self.embedder.model();
                 let count = |t: &str| model.count_tokens(t);
                 let reader = format::open_reader(&obj.key, source.open(&obj.key).await?);
