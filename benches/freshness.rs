@@ -54,8 +54,14 @@ async fn main() {
     // Baseline: one-shot ingests of single change files.
     let base_data = tmp.path().join("base-data");
     let run = |args: &[&str], data: &Path| {
-        let st = Command::new(bin()).env("ASKIAM_DATA_DIR", data).env("ASKIAM_LOG", "warn").env("ASKIAM_EMBED_PROVIDER", "hash").args(args)
-            .stdout(Stdio::null()).status().unwrap();
+        let st = Command::new(bin())
+            .env("ASKIAM_DATA_DIR", data)
+            .env("ASKIAM_LOG", "warn")
+            .env("ASKIAM_EMBED_PROVIDER", "hash")
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
         assert!(st.success(), "askiam {args:?} failed");
     };
     run(&["ingest", fixtures.to_str().unwrap()], &base_data);
@@ -75,9 +81,14 @@ async fn main() {
     run(&["ingest", fixtures.to_str().unwrap()], &data);
     std::fs::create_dir_all(&drop).unwrap();
     let mut serve = Command::new(bin())
-        .env("ASKIAM_DATA_DIR", &data).env("ASKIAM_LOG", "warn").env("ASKIAM_EMBED_PROVIDER", "hash")
-        .args(["serve", "--addr", "127.0.0.1:0", "--drop-dir"]).arg(&drop)
-        .stdout(Stdio::null()).spawn().unwrap();
+        .env("ASKIAM_DATA_DIR", &data)
+        .env("ASKIAM_LOG", "warn")
+        .env("ASKIAM_EMBED_PROVIDER", "hash")
+        .args(["serve", "--addr", "127.0.0.1:0", "--drop-dir"])
+        .arg(&drop)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let index = EmbeddedIndex::open_read_only(&data.join("index.sqlite")).unwrap();
     let mut fresh = Vec::new();
@@ -102,8 +113,13 @@ async fn main() {
     fresh.sort();
     let (b50, f50) = (percentile(&baseline, 0.5), percentile(&fresh, 0.5));
     println!("freshness over {n} change files (drop → searchable), askiam serve:");
-    println!("  p50 {:.0} ms   p90 {:.0} ms   p99 {:.0} ms   max {:.0} ms   (goal p99 < 2000 ms)",
-        ms(f50), ms(percentile(&fresh, 0.9)), ms(percentile(&fresh, 0.99)), ms(*fresh.last().unwrap()));
+    println!(
+        "  p50 {:.0} ms   p90 {:.0} ms   p99 {:.0} ms   max {:.0} ms   (goal p99 < 2000 ms)",
+        ms(f50),
+        ms(percentile(&fresh, 0.9)),
+        ms(percentile(&fresh, 0.99)),
+        ms(*fresh.last().unwrap())
+    );
     println!("baseline, one-shot `askiam ingest` of the same file (process start to exit):");
     println!("  p50 {:.0} ms   p99 {:.0} ms", ms(b50), ms(percentile(&baseline, 0.99)));
     println!("ratio served/one-shot at p50: {:.2}x", ms(f50) / ms(b50));

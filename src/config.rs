@@ -159,23 +159,18 @@ impl Default for ServeConfig {
 
 impl Config {
     /// Defaults, then `file` (if given), then `ASKIAM_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut value = toml::Value::try_from(Config::default()).expect("defaults serialise");
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
             // Parse once strictly, so unknown keys in the file are reported with their place.
-            let _: Config =
-                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+            let _: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
             let file_value: toml::Value =
                 toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
             merge(&mut value, file_value);
         }
-        let env: Vec<(String, String)> =
-            env.into_iter().filter(|(k, _)| k.starts_with("ASKIAM_")).collect();
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("ASKIAM_")).collect();
         apply_env(&mut value, &env)?;
         value.try_into().map_err(|e: toml::de::Error| ConfigError::Env {
             var: "ASKIAM_*".into(),
@@ -227,13 +222,11 @@ fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<(), Co
                 continue;
             }
             let Some((_, raw)) = env.iter().find(|(var, _)| *var == name) else { continue };
-            let bad = |reason: &str| ConfigError::Env {
-                var: name.clone(),
-                value: raw.clone(),
-                reason: reason.into(),
-            };
+            let bad = |reason: &str| ConfigError::Env { var: name.clone(), value: raw.clone(), reason: reason.into() };
             *slot = match slot {
-                toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("expected an integer"))?),
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| bad("expected an integer"))?)
+                }
                 toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| bad("expected a number"))?),
                 toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
                     "1" | "true" | "yes" | "on" => true,

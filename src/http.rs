@@ -29,8 +29,14 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.index.info().await {
-        Ok(info) => Json(serde_json::json!({"status": "ok", "generation": info.generation, "documents": info.documents})).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "error", "error": e.to_string()}))).into_response(),
+        Ok(info) => {
+            Json(serde_json::json!({"status": "ok", "generation": info.generation, "documents": info.documents}))
+                .into_response()
+        }
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "error", "error": e.to_string()})))
+                .into_response()
+        }
     }
 }
 
@@ -50,6 +56,8 @@ async fn search(State(state): State<AppState>, Query(p): Query<SearchParams>) ->
     let k = p.k.unwrap_or(state.k).clamp(1, 100);
     match retrieve::search(state.index.as_ref(), state.embedder.as_ref(), &p.q, k, &filters).await {
         Ok(hits) => Json(serde_json::json!({ "hits": hits })).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
     }
 }

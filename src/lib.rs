@@ -15,6 +15,6 @@ pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod model;
-pub mod schema;
 pub mod query;
+pub mod schema;
 pub mod store;

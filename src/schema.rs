@@ -46,8 +46,5 @@ impl Table {
 
 /// Reads a boolean the way Postgres and its exporters write it (`t`, `true`, `1`, `yes`).
 pub fn truthy(v: Option<&str>) -> bool {
-    matches!(
-        v.map(|s| s.trim().to_ascii_lowercase()).as_deref(),
-        Some("t" | "true" | "1" | "yes" | "y")
-    )
+    matches!(v.map(|s| s.trim().to_ascii_lowercase()).as_deref(), Some("t" | "true" | "1" | "yes" | "y"))
 }

@@ -35,8 +35,7 @@ pub struct WriterLock {
 
 impl WriterLock {
     pub fn acquire(data_dir: &Path) -> Result<WriterLock, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::Io { path: data_dir.into(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io { path: data_dir.into(), source })?;
         let path = data_dir.join("writer.lock");
         let file = File::options()
             .create(true)

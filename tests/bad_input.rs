@@ -84,7 +84,8 @@ fn later_run(drop: &std::path::Path, name: &str) -> std::path::PathBuf {
         let f = f.unwrap().path();
         std::fs::copy(&f, run.join(f.file_name().unwrap())).unwrap();
     }
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("_MANIFEST.json")).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("_MANIFEST.json")).unwrap()).unwrap();
     m["snapshot"]["commit_time"] = "2026-12-20T00:00:00Z".into();
     m["snapshot"]["lsn"] = "9/0".into();
     std::fs::write(run.join("_MANIFEST.json"), m.to_string()).unwrap();
@@ -105,8 +106,11 @@ fn a_truncated_snapshot_table_deletes_nothing() {
     let s = a.ingest(&[&drop]);
     assert!(s["quarantined"].as_u64().unwrap() >= 1, "{s}");
     let q = a.json_lines(&["quarantine", "list", "--json"]);
-    assert!(q.iter().any(|e| e["object"].as_str().unwrap().ends_with("roles.csv")
-        && e["reason"].as_str().unwrap().contains("not deleted")), "{q:?}");
+    assert!(
+        q.iter().any(|e| e["object"].as_str().unwrap().ends_with("roles.csv")
+            && e["reason"].as_str().unwrap().contains("not deleted")),
+        "{q:?}"
+    );
     // The roles the half file lacks are still there (the snapshot is the fixture's own, so
     // the count is the snapshot's, minus nothing).
     let after = a.stats()["documents"]["role"].as_u64().unwrap();
@@ -143,11 +147,18 @@ fn a_corrupt_gzip_file_is_quarantined_and_the_files_after_it_land() {
     bytes.truncate(half);
     bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
     std::fs::write(drop.join("0001-corrupt.jsonl.gz"), &bytes).unwrap();
-    std::fs::copy(repo().join("tests/data/broken/exports/changes/2026-11-05T00-00-00Z-broken.jsonl"), drop.join("0002-after.jsonl")).unwrap();
+    std::fs::copy(
+        repo().join("tests/data/broken/exports/changes/2026-11-05T00-00-00Z-broken.jsonl"),
+        drop.join("0002-after.jsonl"),
+    )
+    .unwrap();
     let s = a.ingest(&[&a.dir.path().join("drop")]);
     assert_eq!(s["objects"], 2, "{s}");
     let q = a.json_lines(&["quarantine", "list", "--json"]);
-    assert!(q.iter().any(|e| e["object"] == "exports/changes/0001-corrupt.jsonl.gz"
-        && e["reason"].as_str().unwrap().contains("unreadable file")), "{q:?}");
+    assert!(
+        q.iter().any(|e| e["object"] == "exports/changes/0001-corrupt.jsonl.gz"
+            && e["reason"].as_str().unwrap().contains("unreadable file")),
+        "{q:?}"
+    );
     assert!(!a.search("Brokenline Ledger Approver", &[]).is_empty());
 }

@@ -16,7 +16,17 @@ fn fixtures_ingest_and_payroll_administrator_is_in_the_top_three() {
     let a = Askiam::new();
     let s = a.ingest(&[&fixtures()]);
     assert_eq!(s["quarantined"], 0, "{s}");
-    for field in ["documents", "upserted", "deleted", "unchanged", "quarantined", "skipped_files", "embedded_texts", "embedding_calls", "seconds"] {
+    for field in [
+        "documents",
+        "upserted",
+        "deleted",
+        "unchanged",
+        "quarantined",
+        "skipped_files",
+        "embedded_texts",
+        "embedding_calls",
+        "seconds",
+    ] {
         assert!(s.get(field).is_some(), "summary lacks {field}: {s}");
     }
     let hits = a.search("payroll administrator", &["--k", "3"]);
@@ -132,7 +142,8 @@ fn application_rename_shows_in_its_roles_documents() {
     assert!(!roles.is_empty());
     let hits = a.search(&new_name, &["--kind", "role", "--k", "50"]);
     for id in &roles {
-        let hit = hits.iter().find(|h| h["id"] == id.as_str()).unwrap_or_else(|| panic!("{id} not found for {new_name:?}"));
+        let hit =
+            hits.iter().find(|h| h["id"] == id.as_str()).unwrap_or_else(|| panic!("{id} not found for {new_name:?}"));
         let text = hit["text"].as_str().unwrap();
         assert!(text.contains(&format!("is a role in {new_name}.")), "{text}");
         assert!(!text.contains(&format!("is a role in {old_name}.")), "{text}");

@@ -50,6 +50,10 @@ async fn searches_during_a_rebuild_never_fail_or_come_back_empty() {
     done.store(true, Ordering::SeqCst);
     reader.join().expect("reader thread");
     assert_eq!(writer.pipeline.index.info().await.unwrap().generation, generation + 2);
-    eprintln!("{} searches, {} while generation {generation} was live", searched.load(Ordering::SeqCst), during.load(Ordering::SeqCst));
+    eprintln!(
+        "{} searches, {} while generation {generation} was live",
+        searched.load(Ordering::SeqCst),
+        during.load(Ordering::SeqCst)
+    );
     assert!(searched.load(Ordering::SeqCst) > 10);
 }

@@ -15,8 +15,19 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     let a = Askiam::new();
     let path = corpus("gcp_roles.jsonl");
     let args = [
-        "ingest", "--json", "--format", "records", "--id-field", "id", "--title-field", "title",
-        "--text-field", "description", "--text-field", "permissions", path.to_str().unwrap(),
+        "ingest",
+        "--json",
+        "--format",
+        "records",
+        "--id-field",
+        "id",
+        "--title-field",
+        "title",
+        "--text-field",
+        "description",
+        "--text-field",
+        "permissions",
+        path.to_str().unwrap(),
     ];
     let s = a.json(&args);
     assert_eq!(s["documents"], 2387, "{s}");
@@ -41,8 +52,22 @@ fn a_newer_collection_deletes_records_it_no_longer_has() {
     let dir = a.dir.path().join("c");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("policies.jsonl");
-    std::fs::write(&file, "{\"name\":\"A\",\"description\":\"alpha access\"}\n{\"name\":\"B\",\"description\":\"beta access\"}\n").unwrap();
-    let args = ["ingest", "--json", "--format", "records", "--id-field", "name", "--text-field", "description", file.to_str().unwrap()];
+    std::fs::write(
+        &file,
+        "{\"name\":\"A\",\"description\":\"alpha access\"}\n{\"name\":\"B\",\"description\":\"beta access\"}\n",
+    )
+    .unwrap();
+    let args = [
+        "ingest",
+        "--json",
+        "--format",
+        "records",
+        "--id-field",
+        "name",
+        "--text-field",
+        "description",
+        file.to_str().unwrap(),
+    ];
     a.json(&args);
     assert_eq!(a.stats()["documents"]["record"], 2);
     std::thread::sleep(std::time::Duration::from_millis(20));

@@ -46,24 +46,49 @@ fn serve_follows_the_drop_dir_changes_deletes_renames_and_full_exports() {
 
     // A new role, in a new change file.
     let started = Instant::now();
-    drop_change(&drop, "2026-12-01-0001.jsonl", &[change("insert", "roles", 1, serde_json::json!({
+    drop_change(
+        &drop,
+        "2026-12-01-0001.jsonl",
+        &[change(
+            "insert",
+            "roles",
+            1,
+            serde_json::json!({
         "id": "ROLE-Q001", "name": "Quantum Ledger Auditor", "application_id": app_id,
         "description": "Audits quantum ledger postings.", "risk_level": "medium", "requestable": true,
-        "approver_group_id": null, "updated_at": "2026-12-01T00:00:00Z"}))]);
-    wait_for("the new role to be searchable", Duration::from_secs(15), || find(&a, "Quantum Ledger Auditor", "role:ROLE-Q001"));
+        "approver_group_id": null, "updated_at": "2026-12-01T00:00:00Z"}),
+        )],
+    );
+    wait_for("the new role to be searchable", Duration::from_secs(15), || {
+        find(&a, "Quantum Ledger Auditor", "role:ROLE-Q001")
+    });
     eprintln!("new role searchable after {:?}", started.elapsed());
 
     // The application is renamed: the role's document follows.
-    drop_change(&drop, "2026-12-01-0002.jsonl", &[change("update", "applications", 2, serde_json::json!({
+    drop_change(
+        &drop,
+        "2026-12-01-0002.jsonl",
+        &[change(
+            "update",
+            "applications",
+            2,
+            serde_json::json!({
         "id": app_id, "name": "Zephyr Finance Cloud", "description": "Renamed.", "owner_email": "owner@example.com",
-        "criticality": "high", "updated_at": "2026-12-01T00:00:00Z"}))]);
+        "criticality": "high", "updated_at": "2026-12-01T00:00:00Z"}),
+        )],
+    );
     let hit = wait_for("the rename to reach the role document", Duration::from_secs(15), || {
-        find(&a, "Quantum Ledger Auditor", "role:ROLE-Q001").filter(|h| h["text"].as_str().unwrap().contains("Zephyr Finance Cloud"))
+        find(&a, "Quantum Ledger Auditor", "role:ROLE-Q001")
+            .filter(|h| h["text"].as_str().unwrap().contains("Zephyr Finance Cloud"))
     });
     assert_eq!(hit["metadata"]["application"], "Zephyr Finance Cloud");
 
     // A delete removes it.
-    drop_change(&drop, "2026-12-01-0003.jsonl", &[change("delete", "roles", 3, serde_json::json!({"id": "ROLE-Q001"}))]);
+    drop_change(
+        &drop,
+        "2026-12-01-0003.jsonl",
+        &[change("delete", "roles", 3, serde_json::json!({"id": "ROLE-Q001"}))],
+    );
     wait_for("the deleted role to leave the index", Duration::from_secs(15), || {
         find(&a, "Quantum Ledger Auditor", "role:ROLE-Q001").is_none().then_some(())
     });
@@ -131,7 +156,9 @@ fn killing_serve_mid_ingest_and_restarting_converges_to_the_same_index() {
         }
     }
     let _s = a.serve(&drop);
-    wait_for("the restarted server to converge", Duration::from_secs(240), || (a.stats()["digest"] == want).then_some(()));
+    wait_for("the restarted server to converge", Duration::from_secs(240), || {
+        (a.stats()["digest"] == want).then_some(())
+    });
     assert_eq!(a.stats()["quarantined"], 0);
 }
 
@@ -149,10 +176,14 @@ fn a_document_removed_while_serve_was_stopped_is_removed_at_start_and_comes_back
     let parked = a.dir.path().join("faq.txt");
     std::fs::rename(&faq, &parked).unwrap();
     let _s = a.serve(&drop);
-    wait_for("the removed document to go", Duration::from_secs(30), || (a.stats()["documents"]["document"] == 5).then_some(()));
+    wait_for("the removed document to go", Duration::from_secs(30), || {
+        (a.stats()["documents"]["document"] == 5).then_some(())
+    });
     // The same file, same content and mtime, comes back.
     std::fs::rename(&parked, &faq).unwrap();
-    wait_for("the restored document to return", Duration::from_secs(30), || (a.stats()["documents"]["document"] == 6).then_some(()));
+    wait_for("the restored document to return", Duration::from_secs(30), || {
+        (a.stats()["documents"]["document"] == 6).then_some(())
+    });
 }
 
 #[test]

@@ -45,8 +45,8 @@ fn decode(raw: (String, String, String, bool, String)) -> Result<StoredRow, Stor
     let (table, key, version, deleted, data) = raw;
     let version = Version::from_key(&version)
         .ok_or_else(|| StoreError::Corrupt(format!("version {version:?} of {table}/{key}")))?;
-    let data: RowData = serde_json::from_str(&data)
-        .map_err(|e| StoreError::Corrupt(format!("data of {table}/{key}: {e}")))?;
+    let data: RowData =
+        serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("data of {table}/{key}: {e}")))?;
     Ok(StoredRow { table, key, version, deleted, data })
 }
 
@@ -88,7 +88,9 @@ impl StateDb {
                             let mut merged: RowData = serde_json::from_str(old).unwrap_or_default();
                             // An empty field in a delete (DMS writes them) says nothing; it must
                             // not erase the link a dependent document is found by.
-                            merged.extend(row.data.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), v.clone())));
+                            merged.extend(
+                                row.data.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), v.clone())),
+                            );
                             merged
                         }
                         _ => row.data.clone(),

@@ -22,10 +22,9 @@ impl StateDb {
             .map_err(|e| self.sql_err(e))?;
         let mut out = HashMap::new();
         for h in hashes {
-            let blob: Option<Vec<u8>> = rusqlite::OptionalExtension::optional(
-                stmt.query_row(params![model, h], |r| r.get(0)),
-            )
-            .map_err(|e| self.sql_err(e))?;
+            let blob: Option<Vec<u8>> =
+                rusqlite::OptionalExtension::optional(stmt.query_row(params![model, h], |r| r.get(0)))
+                    .map_err(|e| self.sql_err(e))?;
             if let Some(b) = blob {
                 out.insert(h.clone(), from_blob(&b));
             }
@@ -103,11 +102,7 @@ impl CachedEmbedder {
             let batch_texts: Vec<String> = batch.iter().map(|(_, t)| t.clone()).collect();
             let vectors = self.inner.embed(&batch_texts, InputKind::Document).await?;
             if vectors.len() != batch.len() {
-                return Err(EmbedError::Provider(format!(
-                    "asked for {} vectors, got {}",
-                    batch.len(),
-                    vectors.len()
-                )));
+                return Err(EmbedError::Provider(format!("asked for {} vectors, got {}", batch.len(), vectors.len())));
             }
             self.counters.calls.fetch_add(1, Ordering::Relaxed);
             self.counters.texts.fetch_add(batch.len() as u64, Ordering::Relaxed);

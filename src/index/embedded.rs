@@ -798,7 +798,13 @@ fn dump_in(tx: &Transaction, kinds: &[String]) -> R<Vec<Write>> {
             let vector = decode(&id, &c.get::<_, Vec<u8>>(4)?)?;
             // A chunk stored without a vector is a keywords-only chunk.
             let keywords_only = vector.is_empty();
-            doc_chunks.push(Chunk { id: c.get(0)?, ordinal: c.get(1)?, heading: c.get(2)?, text: c.get(3)?, keywords_only });
+            doc_chunks.push(Chunk {
+                id: c.get(0)?,
+                ordinal: c.get(1)?,
+                heading: c.get(2)?,
+                text: c.get(3)?,
+                keywords_only,
+            });
             vectors.push(vector);
         }
         let doc = Document {

@@ -66,7 +66,12 @@ pub enum Write {
     Upsert(Upsert),
     /// Removes the document (all its chunks) and leaves a tombstone at `version`. The
     /// tombstone remembers `kind` so that a generation rebuild can carry it over.
-    Delete { id: String, kind: String, version: Version, guard: Guard },
+    Delete {
+        id: String,
+        kind: String,
+        version: Version,
+        guard: Guard,
+    },
 }
 
 impl Write {

@@ -63,7 +63,10 @@ impl StateDb {
     /// it applied have since been removed.
     pub fn ledger_set_path(&self, object: &str, version: &str, path: &str) -> Result<(), StoreError> {
         self.conn()
-            .execute("UPDATE ledger SET path = ?3 WHERE object = ?1 AND object_version = ?2", params![object, version, path])
+            .execute(
+                "UPDATE ledger SET path = ?3 WHERE object = ?1 AND object_version = ?2",
+                params![object, version, path],
+            )
             .map(|_| ())
             .map_err(|e| self.sql_err(e))
     }

@@ -16,7 +16,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn, Instrument};
 
-use super::format::{self, cdc::CdcReader, records::{RecordReader, RecordSpec}, table::{CsvTableReader, JsonlTableReader, RowVersion}, text};
+use super::format::{
+    self,
+    cdc::CdcReader,
+    records::{RecordReader, RecordSpec},
+    table::{CsvTableReader, JsonlTableReader, RowVersion},
+    text,
+};
 use super::ledger::{APPLIED, PENDING};
 use super::quarantine::Problem;
 use super::render::{self, DocKey};
@@ -170,7 +176,12 @@ fn read_err(key: &str) -> impl Fn(std::io::Error) -> IngestError + '_ {
 }
 
 impl Pipeline {
-    pub fn new(state: Arc<StateDb>, index: Arc<dyn Index>, embedder: Arc<CachedEmbedder>, config: IngestConfig) -> Self {
+    pub fn new(
+        state: Arc<StateDb>,
+        index: Arc<dyn Index>,
+        embedder: Arc<CachedEmbedder>,
+        config: IngestConfig,
+    ) -> Self {
         Pipeline { state, index, embedder, config, progress: false }
     }
 
@@ -232,13 +243,18 @@ impl Pipeline {
             Route::FullPart { run_key, .. } => {
                 // A part is applied with its run; if the run's manifest is already waiting
                 // for it, try the run now.
-                self.state.ledger_record(&obj.key, &obj.version, PENDING, &serde_json::json!({}), Some("waiting for the run's manifest"))?;
+                self.state.ledger_record(
+                    &obj.key,
+                    &obj.version,
+                    PENDING,
+                    &serde_json::json!({}),
+                    Some("waiting for the run's manifest"),
+                )?;
                 let manifest_key = format!("{run_key}/{}", route::MANIFEST);
                 let waiting = self.state.ledger_with_status(&manifest_key, PENDING)?;
-                if let Some(m) = waiting.into_iter().find(|e| e.object == manifest_key) {
+                if waiting.iter().any(|e| e.object == manifest_key) {
                     if let Some(mobj) = source.stat(&manifest_key).await? {
                         let run = run_key.rsplit('/').next().unwrap_or_default().to_string();
-                        let _ = m;
                         return self.apply_manifest(source, &mobj, &run, &run_key).await;
                     }
                 }
@@ -263,7 +279,8 @@ impl Pipeline {
                         }
                     },
                     TableFormat::Jsonl => {
-                        self.apply_rows(&obj.key, JsonlTableReader::new(reader, t, policy), &mut problems, &mut summary).await
+                        self.apply_rows(&obj.key, JsonlTableReader::new(reader, t, policy), &mut problems, &mut summary)
+                            .await
                     }
                 };
                 undecodable_is_a_problem(applied, &mut problems)?;
@@ -271,13 +288,16 @@ impl Pipeline {
             Route::Doc(df) => {
                 let raw = source.open(&obj.key).await?;
                 match self.read_document(&obj.key, obj.modified, df, raw) {
-                    Ok(Some(doc)) => {
+                    Ok(doc) => {
                         summary.documents += 1;
                         let r = self.write_docs(Target::Live, vec![DocChange::Put(doc, Guard::Version)]).await?;
                         summary.add_report(&r);
                     }
-                    Ok(None) => summary.unchanged += 0,
-                    Err(e) => problems.push(Problem { line: None, reason: format!("unreadable document: {e}"), content: String::new() }),
+                    Err(e) => problems.push(Problem {
+                        line: None,
+                        reason: format!("unreadable document: {e}"),
+                        content: String::new(),
+                    }),
                 }
             }
         }
@@ -286,12 +306,22 @@ impl Pipeline {
     }
 
     /// Records problems and marks the object applied.
-    fn finish_object(&self, source: &dyn Source, obj: &ObjectRef, mut problems: Vec<Problem>, summary: &mut Summary) -> Result<(), IngestError> {
+    fn finish_object(
+        &self,
+        source: &dyn Source,
+        obj: &ObjectRef,
+        mut problems: Vec<Problem>,
+        summary: &mut Summary,
+    ) -> Result<(), IngestError> {
         summary.quarantined += problems.len();
         if problems.len() > MAX_PROBLEMS {
             let more = problems.len() - MAX_PROBLEMS;
             problems.truncate(MAX_PROBLEMS);
-            problems.push(Problem { line: None, reason: format!("and {more} more problems not kept"), content: String::new() });
+            problems.push(Problem {
+                line: None,
+                reason: format!("and {more} more problems not kept"),
+                content: String::new(),
+            });
         }
         for p in problems.iter().take(MAX_PROBLEM_LOGS) {
             warn!(key = %obj.key, line = ?p.line, reason = %p.reason, "quarantined");
@@ -307,16 +337,32 @@ impl Pipeline {
         });
         self.state.ledger_record(&obj.key, &obj.version, APPLIED, &counts, None)?;
         self.state.ledger_set_path(&obj.key, &obj.version, &source.locate(&obj.key))?;
-        info!(documents = summary.documents, upserted = summary.upserted, deleted = summary.deleted, quarantined = summary.quarantined, "applied");
+        info!(
+            documents = summary.documents,
+            upserted = summary.upserted,
+            deleted = summary.deleted,
+            quarantined = summary.quarantined,
+            "applied"
+        );
         Ok(())
     }
 
     /// Reads a document file into one document of heading-aware chunks.
-    fn read_document(&self, key: &str, version: Version, df: DocFormat, raw: Box<dyn Read + Send>) -> std::io::Result<Option<Document>> {
+    fn read_document(
+        &self,
+        key: &str,
+        version: Version,
+        df: DocFormat,
+        raw: Box<dyn Read + Send>,
+    ) -> std::io::Result<Document> {
         let id = format!("doc:{key}");
         let model = self.embedder.model();
         let count = |t: &str| model.count_tokens(t);
-        let opts = text::ChunkOptions { max_tokens: model.max_tokens(), overlap_tokens: self.config.chunk_overlap_tokens, count_tokens: &count };
+        let opts = text::ChunkOptions {
+            max_tokens: model.max_tokens(),
+            overlap_tokens: self.config.chunk_overlap_tokens,
+            count_tokens: &count,
+        };
         let mut chunker = text::Chunker::new(&id, opts);
         let reader = format::open_reader(key, raw);
         match df {
@@ -328,14 +374,22 @@ impl Pipeline {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the document has no text"));
         }
         let file_name = key.rsplit('/').next().unwrap_or(key);
-        let title = title.unwrap_or_else(|| file_name.rsplit_once('.').map(|(s, _)| s).unwrap_or(file_name).replace(['-', '_'], " "));
+        let title = title.unwrap_or_else(|| {
+            file_name.rsplit_once('.').map(|(s, _)| s).unwrap_or(file_name).replace(['-', '_'], " ")
+        });
         let mut metadata = serde_json::Map::new();
         metadata.insert("path".into(), key.into());
-        Ok(Some(Document { id, kind: kind::DOCUMENT.into(), title, source: key.into(), version, metadata, chunks }))
+        Ok(Document { id, kind: kind::DOCUMENT.into(), title, source: key.into(), version, metadata, chunks })
     }
 
     /// Streams row changes into the entity store in batches, re-rendering what they touch.
-    async fn apply_rows<I>(&self, key: &str, rows: I, problems: &mut Vec<Problem>, summary: &mut Summary) -> Result<(), IngestError>
+    async fn apply_rows<I>(
+        &self,
+        key: &str,
+        rows: I,
+        problems: &mut Vec<Problem>,
+        summary: &mut Summary,
+    ) -> Result<(), IngestError>
     where
         I: Iterator<Item = std::io::Result<Result<SourceRow, Problem>>>,
     {
@@ -355,7 +409,12 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn apply_row_batch(&self, key: &str, batch: Vec<SourceRow>, summary: &mut Summary) -> Result<(), IngestError> {
+    async fn apply_row_batch(
+        &self,
+        key: &str,
+        batch: Vec<SourceRow>,
+        summary: &mut Summary,
+    ) -> Result<(), IngestError> {
         // Documents that mentioned a row before the change must be re-rendered too (a role
         // moved to another application changes both applications' documents).
         let mut affected = BTreeSet::new();
@@ -413,7 +472,12 @@ impl Pipeline {
                 // In a fresh generation an absent document needs no tombstone; the entity
                 // store's tombstone is what keeps a late insert out.
                 None if matches!(target, Target::Generation(_)) => {}
-                None => out.push(DocChange::Remove { id: k.id(), kind: k.kind.to_string(), version: Version::ZERO, guard: Guard::Projection }),
+                None => out.push(DocChange::Remove {
+                    id: k.id(),
+                    kind: k.kind.to_string(),
+                    version: Version::ZERO,
+                    guard: Guard::Projection,
+                }),
             }
         }
         Ok(out)
@@ -428,7 +492,13 @@ impl Pipeline {
         }
         let stored = match target {
             Target::Live => {
-                let ids: Vec<String> = changes.iter().map(|c| match c { DocChange::Put(d, _) => d.id.clone(), DocChange::Remove { id, .. } => id.clone() }).collect();
+                let ids: Vec<String> = changes
+                    .iter()
+                    .map(|c| match c {
+                        DocChange::Put(d, _) => d.id.clone(),
+                        DocChange::Remove { id, .. } => id.clone(),
+                    })
+                    .collect();
                 self.index.states(&ids).await?
             }
             Target::Generation(_) => Default::default(),
@@ -481,7 +551,13 @@ impl Pipeline {
     }
 
     /// A full export's manifest: reconcile the tables it covers, then rebuild and swap.
-    async fn apply_manifest(&self, source: &dyn Source, obj: &ObjectRef, run: &str, run_key: &str) -> Result<Summary, IngestError> {
+    async fn apply_manifest(
+        &self,
+        source: &dyn Source,
+        obj: &ObjectRef,
+        run: &str,
+        run_key: &str,
+    ) -> Result<Summary, IngestError> {
         let mut summary = Summary::default();
         let text = {
             let mut s = String::new();
@@ -491,30 +567,49 @@ impl Pipeline {
         let manifest: Manifest = match serde_json::from_str(&text) {
             Ok(m) => m,
             Err(e) => {
-                let p = Problem { line: Some(e.line() as u64), reason: format!("invalid manifest: {e}"), content: text.chars().take(4096).collect() };
+                let p = Problem {
+                    line: Some(e.line() as u64),
+                    reason: format!("invalid manifest: {e}"),
+                    content: text.chars().take(4096).collect(),
+                };
                 self.finish_object(source, obj, vec![p], &mut summary)?;
                 return Ok(summary);
             }
         };
-        let snapshot = match (parse_timestamp(&manifest.snapshot.commit_time), manifest.snapshot.lsn.as_deref().map(parse_lsn)) {
-            (Some(t), None) => Version::from_time(t, 0),
-            (Some(t), Some(Some(lsn))) => Version::from_time(t, lsn),
-            _ => {
-                let p = Problem { line: None, reason: "manifest snapshot has an invalid commit_time or lsn".into(), content: text.chars().take(4096).collect() };
-                self.finish_object(source, obj, vec![p], &mut summary)?;
-                return Ok(summary);
-            }
-        };
+        let snapshot =
+            match (parse_timestamp(&manifest.snapshot.commit_time), manifest.snapshot.lsn.as_deref().map(parse_lsn)) {
+                (Some(t), None) => Version::from_time(t, 0),
+                (Some(t), Some(Some(lsn))) => Version::from_time(t, lsn),
+                _ => {
+                    let p = Problem {
+                        line: None,
+                        reason: "manifest snapshot has an invalid commit_time or lsn".into(),
+                        content: text.chars().take(4096).collect(),
+                    };
+                    self.finish_object(source, obj, vec![p], &mut summary)?;
+                    return Ok(summary);
+                }
+            };
         // Every listed part must be there; S3 may deliver the manifest's event first.
         let mut parts = Vec::new();
         let mut problems = Vec::new();
         for t in &manifest.tables {
             let key = format!("{run_key}/{}", t.file);
             match (schema::table(&t.table), source.stat(&key).await?) {
-                (None, _) => problems.push(Problem { line: None, reason: format!("manifest lists unknown table {:?}", t.table), content: t.file.clone() }),
+                (None, _) => problems.push(Problem {
+                    line: None,
+                    reason: format!("manifest lists unknown table {:?}", t.table),
+                    content: t.file.clone(),
+                }),
                 (Some(_), None) => {
                     info!(run, missing = %key, "full export incomplete; waiting");
-                    self.state.ledger_record(&obj.key, &obj.version, PENDING, &serde_json::json!({}), Some(&format!("waiting for {key}")))?;
+                    self.state.ledger_record(
+                        &obj.key,
+                        &obj.version,
+                        PENDING,
+                        &serde_json::json!({}),
+                        Some(&format!("waiting for {key}")),
+                    )?;
                     summary.pending = 1;
                     return Ok(summary);
                 }
@@ -557,16 +652,19 @@ impl Pipeline {
         let SnapshotPart { table, object: part, version: snapshot, expected_rows } = *snap;
         let reader = format::open_reader(&part.key, source.open(&part.key).await?);
         let policy = RowVersion::Fixed(snapshot);
-        let rows: Box<dyn Iterator<Item = std::io::Result<Result<SourceRow, Problem>>>> = match route::classify(&part.key) {
-            Route::FullPart { format: TableFormat::Jsonl, .. } => Box::new(JsonlTableReader::new(reader, table, policy)),
-            _ => match CsvTableReader::new(reader, table, policy) {
-                Ok(r) => Box::new(r),
-                Err(p) => {
-                    problems.push(p);
-                    return Ok(());
+        let rows: Box<dyn Iterator<Item = std::io::Result<Result<SourceRow, Problem>>>> =
+            match route::classify(&part.key) {
+                Route::FullPart { format: TableFormat::Jsonl, .. } => {
+                    Box::new(JsonlTableReader::new(reader, table, policy))
                 }
-            },
-        };
+                _ => match CsvTableReader::new(reader, table, policy) {
+                    Ok(r) => Box::new(r),
+                    Err(p) => {
+                        problems.push(p);
+                        return Ok(());
+                    }
+                },
+            };
         let mut seen: HashSet<String> = HashSet::new();
         let mut batch = Vec::with_capacity(self.config.batch_rows);
         for item in rows {
@@ -608,7 +706,13 @@ impl Pipeline {
             .versions(table.name)?
             .into_iter()
             .filter(|(k, v, deleted)| !deleted && *v < snapshot && !seen.contains(k))
-            .map(|(key, _, _)| SourceRow { table: table.name.into(), key, op: Op::Delete, version: snapshot, data: Default::default() })
+            .map(|(key, _, _)| SourceRow {
+                table: table.name.into(),
+                key,
+                op: Op::Delete,
+                version: snapshot,
+                data: Default::default(),
+            })
             .collect();
         if !gone.is_empty() {
             info!(table = table.name, rows = gone.len(), "deleting rows absent from the snapshot");
@@ -643,7 +747,9 @@ impl Pipeline {
                     .iter()
                     .map(|w| match w {
                         Write::Upsert(u) => DocChange::Put(u.doc.clone(), u.guard),
-                        Write::Delete { id, kind, version, guard } => DocChange::Remove { id: id.clone(), kind: kind.clone(), version: *version, guard: *guard },
+                        Write::Delete { id, kind, version, guard } => {
+                            DocChange::Remove { id: id.clone(), kind: kind.clone(), version: *version, guard: *guard }
+                        }
                     })
                     .collect();
                 let r = if same_model {
@@ -678,7 +784,12 @@ impl Pipeline {
 
     /// Applies a generic record collection (`--format records`); records the newer version
     /// of the file no longer contains are deleted.
-    pub async fn ingest_records(&self, source: &dyn Source, obj: &ObjectRef, spec: &RecordSpec) -> Result<Summary, IngestError> {
+    pub async fn ingest_records(
+        &self,
+        source: &dyn Source,
+        obj: &ObjectRef,
+        spec: &RecordSpec,
+    ) -> Result<Summary, IngestError> {
         let span = info_span!("ingest_records", key = %obj.key);
         self.measured(
             async {
@@ -692,7 +803,15 @@ impl Pipeline {
                 let count = |t: &str| model.count_tokens(t);
                 let reader = format::open_reader(&obj.key, source.open(&obj.key).await?);
                 let name = obj.key.rsplit('/').next().unwrap_or(&obj.key).to_string();
-                let records = RecordReader::new(reader, spec, &name, obj.modified, model.max_tokens(), self.config.chunk_overlap_tokens, &count);
+                let records = RecordReader::new(
+                    reader,
+                    spec,
+                    &name,
+                    obj.modified,
+                    model.max_tokens(),
+                    self.config.chunk_overlap_tokens,
+                    &count,
+                );
                 let mut problems = Vec::new();
                 let mut produced: Vec<(String, String)> = Vec::new();
                 let mut batch = Vec::new();
@@ -757,7 +876,12 @@ impl Pipeline {
             let mut summary = Summary::default();
             let mut changes = Vec::new();
             if let Route::Doc(_) = route::classify(key) {
-                changes.push(DocChange::Remove { id: format!("doc:{key}"), kind: kind::DOCUMENT.into(), version, guard });
+                changes.push(DocChange::Remove {
+                    id: format!("doc:{key}"),
+                    kind: kind::DOCUMENT.into(),
+                    version,
+                    guard,
+                });
             }
             for (id, kind) in self.state.object_docs(key)? {
                 changes.push(DocChange::Remove { id, kind, version, guard });

@@ -51,7 +51,13 @@ fn get<'a>(data: &'a RowData, col: &str) -> Option<&'a str> {
 }
 
 /// Documents whose text depends on a row with these values (before or after a change).
-pub fn dependents(db: &StateDb, table: &str, key: &str, data: &RowData, out: &mut BTreeSet<DocKey>) -> Result<(), StoreError> {
+pub fn dependents(
+    db: &StateDb,
+    table: &str,
+    key: &str,
+    data: &RowData,
+    out: &mut BTreeSet<DocKey>,
+) -> Result<(), StoreError> {
     match table {
         "applications" => {
             out.insert(DocKey::new(kind::APPLICATION, key));
@@ -204,7 +210,8 @@ pub fn render(db: &StateDb, key: &DocKey) -> Result<Option<Document>, StoreError
             for (mine, other) in [("role_a_id", "role_b_id"), ("role_b_id", "role_a_id")] {
                 for rule in src.live_where("sod_rules", mine, &key.key)? {
                     if let Some(o) = src.live("roles", rule.get(other))? {
-                        let mut c = format!("{} ({} severity)", name_of(&o), rule.get("severity").unwrap_or("unspecified"));
+                        let mut c =
+                            format!("{} ({} severity)", name_of(&o), rule.get("severity").unwrap_or("unspecified"));
                         if let Some(d) = rule.get("description") {
                             c.push_str(&format!(": {}", d.trim_end_matches('.')));
                         }
@@ -214,7 +221,10 @@ pub fn render(db: &StateDb, key: &DocKey) -> Result<Option<Document>, StoreError
             }
             if !conflicts.is_empty() {
                 conflicts.sort();
-                text.push_str(&format!("\nSegregation of duties: must not be held together with {}.", conflicts.join("; ")));
+                text.push_str(&format!(
+                    "\nSegregation of duties: must not be held together with {}.",
+                    conflicts.join("; ")
+                ));
             }
             meta.insert("role_id".into(), role.key.clone().into());
             if let Some(a) = &app {
@@ -270,7 +280,8 @@ pub fn render(db: &StateDb, key: &DocKey) -> Result<Option<Document>, StoreError
                 text.push(' ');
                 text.push_str(&sentence(d));
             }
-            let roles: Vec<String> = src.live_where("roles", "approver_group_id", &key.key)?.iter().map(name_of).collect();
+            let roles: Vec<String> =
+                src.live_where("roles", "approver_group_id", &key.key)?.iter().map(name_of).collect();
             if !roles.is_empty() {
                 text.push_str(&format!("\nApproves requests for: {}.", list_capped(roles)));
             }
@@ -309,7 +320,13 @@ pub fn render(db: &StateDb, key: &DocKey) -> Result<Option<Document>, StoreError
         other => return Err(StoreError::Corrupt(format!("no renderer for kind {other}"))),
     };
     let id = key.id();
-    let chunk = Chunk { id: format!("{id}#0-{}", &text_hash(&text)[..8]), ordinal: 0, heading: None, text, keywords_only: false };
+    let chunk = Chunk {
+        id: format!("{id}#0-{}", &text_hash(&text)[..8]),
+        ordinal: 0,
+        heading: None,
+        text,
+        keywords_only: false,
+    };
     Ok(Some(Document {
         id,
         kind: key.kind.to_string(),
@@ -340,8 +357,9 @@ impl StateDb {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sql_err(e))?;
         {
-            let mut stmt =
-                tx.prepare_cached("DELETE FROM dirty_docs WHERE kind = ?1 AND key = ?2").map_err(|e| self.sql_err(e))?;
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM dirty_docs WHERE kind = ?1 AND key = ?2")
+                .map_err(|e| self.sql_err(e))?;
             for k in keys {
                 stmt.execute(rusqlite::params![k.kind, k.key]).map_err(|e| self.sql_err(e))?;
             }
@@ -351,7 +369,8 @@ impl StateDb {
 
     pub fn dirty_all(&self) -> Result<Vec<DocKey>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT kind, key FROM dirty_docs ORDER BY kind, key").map_err(|e| self.sql_err(e))?;
+        let mut stmt =
+            conn.prepare("SELECT kind, key FROM dirty_docs ORDER BY kind, key").map_err(|e| self.sql_err(e))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(|e| self.sql_err(e))?

@@ -31,12 +31,23 @@ pub enum DocFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// A table file of full export `run`; `run_key` is the key of the run's folder.
-    FullPart { run: String, run_key: String, table: String, format: TableFormat },
-    Manifest { run: String, run_key: String },
+    FullPart {
+        run: String,
+        run_key: String,
+        table: String,
+        format: TableFormat,
+    },
+    Manifest {
+        run: String,
+        run_key: String,
+    },
     /// Own CDC JSON Lines.
     Cdc,
     /// A table file of changes or rows: DMS CSV (with `Op`) or a plain export.
-    TableChanges { table: String, format: TableFormat },
+    TableChanges {
+        table: String,
+        format: TableFormat,
+    },
     Doc(DocFormat),
     Skip(String),
 }
@@ -100,7 +111,9 @@ pub fn classify(key: &str) -> Route {
             Some(format) => match table_for(&segments, stem) {
                 Some(table) => Route::TableChanges { table, format },
                 None if format == TableFormat::Jsonl => Route::Cdc,
-                None => Route::Skip(format!("CSV change file for no known table ({stem}); put it under a folder named after its table")),
+                None => Route::Skip(format!(
+                    "CSV change file for no known table ({stem}); put it under a folder named after its table"
+                )),
             },
             None => Route::Skip(format!("change file of unknown type .{ext}")),
         },
@@ -134,9 +147,17 @@ mod tests {
         );
         assert_eq!(
             classify("exports/full/r1/user_roles.csv.gz"),
-            Route::FullPart { run: "r1".into(), run_key: "exports/full/r1".into(), table: "user_roles".into(), format: TableFormat::Csv }
+            Route::FullPart {
+                run: "r1".into(),
+                run_key: "exports/full/r1".into(),
+                table: "user_roles".into(),
+                format: TableFormat::Csv
+            }
         );
-        assert_eq!(classify("exports/full/r1/_MANIFEST.json"), Route::Manifest { run: "r1".into(), run_key: "exports/full/r1".into() });
+        assert_eq!(
+            classify("exports/full/r1/_MANIFEST.json"),
+            Route::Manifest { run: "r1".into(), run_key: "exports/full/r1".into() }
+        );
         assert_eq!(classify("docs/guides/x.html"), Route::Doc(DocFormat::Html));
         assert!(matches!(classify("docs/x.pdf"), Route::Skip(_)));
         assert!(matches!(classify("exports/changes/unknown.csv"), Route::Skip(_)));

@@ -35,9 +35,44 @@ const TITLE_BONUS: f32 = 4.0 / 61.0;
 const CANDIDATES_PER_HIT: usize = 4;
 
 const STOP: &[&str] = &[
-    "a", "an", "the", "to", "of", "for", "i", "me", "my", "we", "our", "need", "needs", "want", "get", "give", "access",
-    "role", "roles", "who", "what", "which", "how", "do", "does", "is", "are", "can", "in", "on", "and", "or", "with",
-    "please", "request", "requesting", "approves", "approve",
+    "a",
+    "an",
+    "the",
+    "to",
+    "of",
+    "for",
+    "i",
+    "me",
+    "my",
+    "we",
+    "our",
+    "need",
+    "needs",
+    "want",
+    "get",
+    "give",
+    "access",
+    "role",
+    "roles",
+    "who",
+    "what",
+    "which",
+    "how",
+    "do",
+    "does",
+    "is",
+    "are",
+    "can",
+    "in",
+    "on",
+    "and",
+    "or",
+    "with",
+    "please",
+    "request",
+    "requesting",
+    "approves",
+    "approve",
 ];
 
 /// Content words, lower-cased, a plural `s` dropped ("administrators" names "Administrator").
@@ -71,12 +106,18 @@ pub fn person_prior(hit: &Hit) -> f32 {
     let arn = text("arn");
     let id_title = format!("{} {}", hit.id, hit.title).to_ascii_lowercase();
     let mut f = 1.0;
-    if arn.contains(":policy/aws-service-role/") || id_title.contains("servicerolepolicy") || id_title.contains("serviceagent") || id_title.contains("service agent") {
+    if arn.contains(":policy/aws-service-role/")
+        || id_title.contains("servicerolepolicy")
+        || id_title.contains("serviceagent")
+        || id_title.contains("service agent")
+    {
         f *= 0.4;
     } else if arn.contains(":policy/service-role/") {
         f *= 0.8;
     }
-    if meta.get("deprecated").and_then(|v| v.as_bool()) == Some(true) || text("stage").eq_ignore_ascii_case("deprecated") {
+    if meta.get("deprecated").and_then(|v| v.as_bool()) == Some(true)
+        || text("stage").eq_ignore_ascii_case("deprecated")
+    {
         f *= 0.6;
     }
     if meta.get("requestable").and_then(|v| v.as_bool()) == Some(false) {

@@ -58,7 +58,13 @@ fn open(path: &Path) -> Box<dyn Read> {
 }
 
 impl Oracle {
-    fn apply(&mut self, table: &str, deleted: bool, version: Version, data: serde_json::Map<String, serde_json::Value>) {
+    fn apply(
+        &mut self,
+        table: &str,
+        deleted: bool,
+        version: Version,
+        data: serde_json::Map<String, serde_json::Value>,
+    ) {
         let key = key_of(table, &data);
         let t = self.tables.entry(table.to_string()).or_default();
         if t.get(&key).is_some_and(|r| r.version >= version) {
@@ -91,8 +97,11 @@ impl Oracle {
                 let mut seen = std::collections::HashSet::new();
                 for rec in rdr.records() {
                     let rec = rec.unwrap();
-                    let data: serde_json::Map<_, _> =
-                        headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), serde_json::Value::String(v.into()))).collect();
+                    let data: serde_json::Map<_, _> = headers
+                        .iter()
+                        .zip(rec.iter())
+                        .map(|(h, v)| (h.to_string(), serde_json::Value::String(v.into())))
+                        .collect();
                     seen.insert(key_of(table, &data));
                     o.apply(table, false, v, data);
                 }
@@ -123,7 +132,12 @@ impl Oracle {
                     }
                     let c: serde_json::Value = serde_json::from_str(&line).unwrap();
                     let v = (ts(c["commit_time"].as_str().unwrap()), lsn(c["lsn"].as_str().unwrap()));
-                    o.apply(c["table"].as_str().unwrap(), c["op"] == "delete", v, c["row"].as_object().unwrap().clone());
+                    o.apply(
+                        c["table"].as_str().unwrap(),
+                        c["op"] == "delete",
+                        v,
+                        c["row"].as_object().unwrap().clone(),
+                    );
                 }
             } else if name.ends_with(".csv") {
                 let table = f.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();

@@ -5,8 +5,8 @@
 //! the file still lands. Gzip is undone in [`open_reader`], below every format.
 
 pub mod cdc;
-pub mod table;
 pub mod records;
+pub mod table;
 pub mod text;
 
 use std::io::{BufRead, BufReader, Read};
@@ -71,7 +71,10 @@ impl<R: BufRead> Lines<R> {
 
     /// Drives a JSON Lines reader: skips blank lines, passes I/O errors and undecodable
     /// lines through, and hands every other line with its number to `parse`.
-    pub fn next_item<T>(&mut self, mut parse: impl FnMut(&str, u64) -> Result<T, Problem>) -> Option<std::io::Result<Result<T, Problem>>> {
+    pub fn next_item<T>(
+        &mut self,
+        mut parse: impl FnMut(&str, u64) -> Result<T, Problem>,
+    ) -> Option<std::io::Result<Result<T, Problem>>> {
         loop {
             let line = match self.next_line() {
                 Ok(None) => return None,

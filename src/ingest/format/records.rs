@@ -106,10 +106,8 @@ impl Settings<'_> {
                 keywords_only,
             })
             .collect();
-        let metadata = obj
-            .into_iter()
-            .filter(|(k, _)| *k != self.spec.id_field && !self.spec.text_fields.contains(k))
-            .collect();
+        let metadata =
+            obj.into_iter().filter(|(k, _)| *k != self.spec.id_field && !self.spec.text_fields.contains(k)).collect();
         Ok(Document {
             id,
             kind: kind::RECORD.into(),
@@ -140,7 +138,9 @@ pub fn humanize_identifier(s: &str) -> Option<String> {
         let boundary = match prev {
             // aB, a1 → split; ABc → split before B when a lower-case letter follows (S3Read).
             Some(p) if p.is_lowercase() && (c.is_uppercase() || c.is_ascii_digit()) => true,
-            Some(p) if (p.is_uppercase() || p.is_ascii_digit()) && c.is_uppercase() => next.is_some_and(char::is_lowercase),
+            Some(p) if (p.is_uppercase() || p.is_ascii_digit()) && c.is_uppercase() => {
+                next.is_some_and(char::is_lowercase)
+            }
             _ => false,
         };
         if boundary {
@@ -220,7 +220,10 @@ mod tests {
     #[test]
     fn identifiers_are_split_into_words() {
         assert_eq!(humanize_identifier("AmazonS3ReadOnlyAccess").as_deref(), Some("Amazon S3 Read Only Access"));
-        assert_eq!(humanize_identifier("AWSLambdaBasicExecutionRole").as_deref(), Some("AWS Lambda Basic Execution Role"));
+        assert_eq!(
+            humanize_identifier("AWSLambdaBasicExecutionRole").as_deref(),
+            Some("AWS Lambda Basic Execution Role")
+        );
         assert_eq!(humanize_identifier("AdministratorAccess-Amplify").as_deref(), Some("Administrator Access Amplify"));
         assert_eq!(humanize_identifier("IAMFullAccess").as_deref(), Some("IAM Full Access"));
         assert_eq!(humanize_identifier("Storage Object Viewer"), None);
@@ -237,9 +240,10 @@ mod tests {
         let text = r#"{"id":"roles/storage.objectViewer","title":"Storage Object Viewer","description":"Read objects.","stage":"GA","permissions":["storage.objects.get","storage.objects.list"]}
 {"title":"no id"}
 "#;
-        let out: Vec<_> = RecordReader::new(text.as_bytes(), &spec, "gcp_roles.jsonl", Version::new(1, 0), 256, 16, &estimate_tokens)
-            .map(|r| r.unwrap())
-            .collect();
+        let out: Vec<_> =
+            RecordReader::new(text.as_bytes(), &spec, "gcp_roles.jsonl", Version::new(1, 0), 256, 16, &estimate_tokens)
+                .map(|r| r.unwrap())
+                .collect();
         let d = out[0].as_ref().unwrap();
         assert_eq!(d.id, "roles/storage.objectViewer");
         assert_eq!(d.title, "Storage Object Viewer");

@@ -60,7 +60,11 @@ impl<R: std::io::Read> CsvTableReader<R> {
         let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
         let headers: Vec<String> = csv
             .headers()
-            .map_err(|e| Problem { line: Some(1), reason: format!("unreadable CSV header: {e}"), content: String::new() })?
+            .map_err(|e| Problem {
+                line: Some(1),
+                reason: format!("unreadable CSV header: {e}"),
+                content: String::new(),
+            })?
             .iter()
             .map(|h| h.trim().to_string())
             .collect();

@@ -204,7 +204,11 @@ pub fn split_to_budget(body: &str, budget: usize, overlap: usize, count: &dyn Fn
             end += 1;
         }
         let mut piece = std::mem::take(&mut carry);
-        piece.extend(units[start..end].iter().map(|u| Unit { text: u.text.clone(), tokens: u.tokens, para_start: u.para_start }));
+        piece.extend(units[start..end].iter().map(|u| Unit {
+            text: u.text.clone(),
+            tokens: u.tokens,
+            para_start: u.para_start,
+        }));
         pieces.push(join(&piece));
         if end >= units.len() {
             break;
@@ -228,7 +232,11 @@ pub fn split_to_budget(body: &str, budget: usize, overlap: usize, count: &dyn Fn
                 carry.push(Unit { tokens: count(&text), text, para_start: false });
             }
         } else {
-            carry.extend(units[i..end].iter().map(|u| Unit { text: u.text.clone(), tokens: u.tokens, para_start: u.para_start }));
+            carry.extend(units[i..end].iter().map(|u| Unit {
+                text: u.text.clone(),
+                tokens: u.tokens,
+                para_start: u.para_start,
+            }));
         }
         if let Some(first) = carry.first_mut() {
             first.para_start = false;
@@ -283,7 +291,8 @@ pub fn chunk_html<R: Read>(reader: R, chunker: &mut Chunker<'_>) -> std::io::Res
                 if c == '>' {
                     in_tag = false;
                     let t = tag.trim().to_ascii_lowercase();
-                    let name: String = t.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                    let name: String =
+                        t.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
                     let closing = t.starts_with('/');
                     if let Some(end) = skip_until {
                         if closing && name == end {
@@ -291,14 +300,23 @@ pub fn chunk_html<R: Read>(reader: R, chunker: &mut Chunker<'_>) -> std::io::Res
                         }
                     } else if !closing && matches!(name.as_str(), "script" | "style" | "head") {
                         // The <head> (title, styles) is not part of the readable text.
-                        skip_until = Some(match name.as_str() { "script" => "script", "style" => "style", _ => "head" });
-                    } else if let Some(level) = name.strip_prefix('h').and_then(|l| l.parse::<usize>().ok()).filter(|l| (1..=6).contains(l)) {
+                        skip_until = Some(match name.as_str() {
+                            "script" => "script",
+                            "style" => "style",
+                            _ => "head",
+                        });
+                    } else if let Some(level) =
+                        name.strip_prefix('h').and_then(|l| l.parse::<usize>().ok()).filter(|l| (1..=6).contains(l))
+                    {
                         emit(&mut text, chunker, &prefix);
                         prefix = if closing { String::new() } else { format!("{} ", "#".repeat(level)) };
                         if closing {
                             chunker.push_line("");
                         }
-                    } else if matches!(name.as_str(), "p" | "div" | "br" | "li" | "tr" | "section" | "article" | "ul" | "ol" | "table" | "title") {
+                    } else if matches!(
+                        name.as_str(),
+                        "p" | "div" | "br" | "li" | "tr" | "section" | "article" | "ul" | "ol" | "table" | "title"
+                    ) {
                         emit(&mut text, chunker, &prefix);
                         if closing && matches!(name.as_str(), "p" | "ul" | "ol" | "table" | "div" | "section") {
                             chunker.push_line("");
@@ -306,7 +324,10 @@ pub fn chunk_html<R: Read>(reader: R, chunker: &mut Chunker<'_>) -> std::io::Res
                         if !closing && name == "li" {
                             text.push_str("- ");
                         }
-                    } else if !matches!(name.as_str(), "b" | "i" | "em" | "strong" | "a" | "span" | "code" | "u" | "small" | "sub" | "sup" | "mark") {
+                    } else if !matches!(
+                        name.as_str(),
+                        "b" | "i" | "em" | "strong" | "a" | "span" | "code" | "u" | "small" | "sub" | "sup" | "mark"
+                    ) {
                         // Other tags (cells, images …) separate words; inline formatting doesn't.
                         text.push(' ');
                     }
@@ -394,7 +415,9 @@ mod tests {
         let code = chunks.iter().find(|c| c.text.contains("# not a heading")).unwrap();
         assert_eq!(code.heading.as_deref(), Some("Approvals"));
         for c in &chunks {
-            let total = estimate_tokens("Access Policy") + estimate_tokens(c.heading.as_deref().unwrap_or("")) + estimate_tokens(&c.text);
+            let total = estimate_tokens("Access Policy")
+                + estimate_tokens(c.heading.as_deref().unwrap_or(""))
+                + estimate_tokens(&c.text);
             assert!(total <= 64, "{total} tokens: {}", c.text);
         }
         // Overlap: consecutive chunks of one section share their boundary sentence.

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::{LocalSource, Source};
-use crate::ingest::route::{self, Route};
 use crate::index::Guard;
+use crate::ingest::route::{self, Route};
 use crate::ingest::{Pipeline, Summary};
 use crate::model::Version;
 
@@ -87,7 +87,15 @@ impl DropDir {
     pub fn new(root: PathBuf, pipeline: Arc<Pipeline>) -> Self {
         let settle = Duration::from_millis(pipeline.config.settle_ms);
         let rescan = Duration::from_secs(pipeline.config.rescan_secs.max(1));
-        DropDir { root, pipeline, settle, rescan, seen: HashMap::new(), reported_skips: Default::default(), reconciled: false }
+        DropDir {
+            root,
+            pipeline,
+            settle,
+            rescan,
+            seen: HashMap::new(),
+            reported_skips: Default::default(),
+            reconciled: false,
+        }
     }
 
     /// The source and key of a file in the drop dir (see `LocalSource::under`).
@@ -201,7 +209,9 @@ impl DropDir {
             }
         }
         for path in gone {
-            let Some(key) = path.strip_prefix(&self.root).ok().and_then(|rel| route::object_key(&rel.to_string_lossy())) else {
+            let Some(key) =
+                path.strip_prefix(&self.root).ok().and_then(|rel| route::object_key(&rel.to_string_lossy()))
+            else {
                 self.seen.remove(&path);
                 continue;
             };
@@ -224,7 +234,11 @@ impl DropDir {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(e) = event {
-                if !matches!(e.kind, notify::EventKind::Access(notify::event::AccessKind::Open(_)) | notify::EventKind::Access(notify::event::AccessKind::Read)) {
+                if !matches!(
+                    e.kind,
+                    notify::EventKind::Access(notify::event::AccessKind::Open(_))
+                        | notify::EventKind::Access(notify::event::AccessKind::Read)
+                ) {
                     let _ = tx.send(());
                 }
             }
