@@ -24,6 +24,12 @@ pub enum BuildError {
     UnknownEmbedder(String),
     #[error("embedding provider: {0}")]
     Embedder(#[from] crate::embed::EmbedError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    ChatLog(#[from] crate::query::log::LogError),
+    #[error("unknown chat generator {0:?} (this build has: grounded)")]
+    UnknownGenerator(String),
 }
 
 /// The configured embedding provider. Async because cloud providers resolve credentials
@@ -60,4 +66,36 @@ pub async fn writer(config: &Config) -> Result<Writer, BuildError> {
     let cached = Arc::new(CachedEmbedder::new(embedder, state.clone(), config.embed.batch_size));
     let pipeline = Pipeline::new(state, index, cached, config.ingest.clone());
     Ok(Writer { pipeline: Arc::new(pipeline), lock })
+}
+
+/// The chat orchestrator over the given index and embedder (shared with the writer when the
+/// server also ingests): the catalogue is live Postgres when `chat.database_url` is set, else
+/// the entity store.
+pub async fn chat(
+    config: &Config,
+    index: Arc<dyn Index>,
+    embedder: Arc<dyn Embedder>,
+) -> Result<crate::query::chat::Chat, BuildError> {
+    use crate::catalog::Catalog;
+    use crate::query::chat::{Chat, ChatSettings};
+    let c = &config.chat;
+    let catalog: Arc<dyn Catalog> = if c.database_url.trim().is_empty() {
+        Arc::new(crate::catalog::store::StoreCatalog::new(Arc::new(StateDb::open(&config.state_db())?)))
+    } else {
+        let pg = crate::catalog::postgres::PgCatalog::connect(&c.database_url, c.pool_size)?;
+        pg.check().await?;
+        Arc::new(pg)
+    };
+    let generator: Arc<dyn crate::query::generate::Generator> = match c.generator.as_str() {
+        "grounded" | "" => Arc::new(crate::query::generate::Grounded),
+        other => return Err(BuildError::UnknownGenerator(other.to_string())),
+    };
+    let log = Arc::new(crate::query::log::LocalChatLog::open(&config.data_dir)?);
+    let settings = ChatSettings {
+        max_message_bytes: c.max_message_bytes,
+        admins: c.admins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        k: config.search.k,
+        names_ttl: std::time::Duration::from_secs(c.names_ttl_secs),
+    };
+    Ok(Chat::new(catalog, index, embedder, generator, log, settings))
 }

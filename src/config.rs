@@ -29,6 +29,7 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub search: SearchConfig,
     pub serve: ServeConfig,
+    pub chat: ChatConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,6 +98,45 @@ pub struct ServeConfig {
     pub addr: String,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Live Postgres the answers' facts are checked against (`postgres://user@host/db`);
+    /// empty: the entity store ingestion keeps in the data dir.
+    pub database_url: String,
+    /// Connections in the Postgres pool.
+    pub pool_size: usize,
+    /// Longest accepted message, in bytes.
+    pub max_message_bytes: usize,
+    /// Comma-separated logins or user ids who may see anyone's role assignments.
+    pub admins: String,
+    /// A TOML file of `"<token>" = "<login>"` lines; when set, `/chat` requires
+    /// `Authorization: Bearer <token>` and the asker is the token's user, never the body's.
+    pub tokens_file: String,
+    /// `grounded` (offline, the default), `ollama` or `bedrock` (Converse).
+    pub generator: String,
+    pub ollama_model: String,
+    pub bedrock_model: String,
+    /// Seconds the catalogue's entity names are reused before being read again.
+    pub names_ttl_secs: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            database_url: String::new(),
+            pool_size: 8,
+            max_message_bytes: 4096,
+            admins: String::new(),
+            tokens_file: String::new(),
+            generator: "grounded".into(),
+            ollama_model: "llama3.2".into(),
+            bedrock_model: "anthropic.claude-3-haiku-20240307-v1:0".into(),
+            names_ttl_secs: 30,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -106,6 +146,7 @@ impl Default for Config {
             embed: EmbedConfig::default(),
             search: SearchConfig::default(),
             serve: ServeConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }

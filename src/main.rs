@@ -52,6 +52,19 @@ enum Command {
         #[arg(long, env = "ASKIAM_SERVE_ADDR")]
         addr: Option<String>,
     },
+    /// Ask a question, as `POST /chat` would answer it.
+    Chat {
+        message: String,
+        /// Who is asking (a login or user id).
+        #[arg(long)]
+        user: Option<String>,
+        /// Continue this conversation (follow-ups like "who approves it?").
+        #[arg(long)]
+        conversation: Option<String>,
+        /// The response as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Hybrid (keyword + vector) search; one hit per document.
     Search {
         query: String,
@@ -226,6 +239,32 @@ async fn run(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Ingest(args) => ingest(&config, args).await,
         Command::Serve { drop_dir, addr } => serve(config, drop_dir, addr).await,
+        Command::Chat { message, user, conversation, json } => {
+            let index = askiam::app::index(&config)?;
+            let embedder = askiam::app::embedder(&config).await?;
+            let chat = askiam::app::chat(&config, index, embedder).await?;
+            let req = askiam::query::chat::ChatRequest { message, user: user.clone(), conversation_id: conversation };
+            let resp = chat.answer(&req, user.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&resp)?);
+            } else {
+                println!("{}\n", resp.answer);
+                for e in &resp.entities {
+                    println!("  [{}] {} {} {}", e.status, e.kind, e.name, e.id.as_deref().unwrap_or(""));
+                }
+                for c in &resp.citations {
+                    println!(
+                        "  cites {} — {} (version {}{})",
+                        c.id,
+                        c.title,
+                        c.version,
+                        if c.stale { ", stale" } else { "" }
+                    );
+                }
+                println!("  conversation {}", resp.conversation_id);
+            }
+            Ok(())
+        }
         Command::Search { query, k, kinds, application, json } => {
             let index = askiam::app::index(&config)?;
             let embedder = askiam::app::embedder(&config).await?;
@@ -597,10 +636,18 @@ async fn serve(mut config: Config, drop_dir: Option<PathBuf>, addr: Option<Strin
         .await
         .with_context(|| format!("binding {}", config.serve.addr))?;
     tracing::info!(addr = %listener.local_addr()?, drop_dir = %config.drop_dir.display(), "askiam serve");
+    let chat = askiam::app::chat(&config, pipeline.index.clone(), pipeline.embedder.inner()).await?;
+    let tokens = if config.chat.tokens_file.trim().is_empty() {
+        None
+    } else {
+        Some(Arc::new(askiam::http::Tokens::load(Path::new(&config.chat.tokens_file)).map_err(anyhow::Error::msg)?))
+    };
     let state = askiam::http::AppState {
         index: pipeline.index.clone(),
         embedder: pipeline.embedder.inner(),
         k: config.search.k,
+        chat: Arc::new(chat),
+        tokens,
     };
     let app = askiam::http::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -71,6 +71,7 @@ CREATE INDEX IF NOT EXISTS rows_role_group ON rows (json_extract(data, '$.approv
 CREATE INDEX IF NOT EXISTS rows_ent_role ON rows (json_extract(data, '$.role_id')) WHERE table_name = 'entitlements';
 CREATE INDEX IF NOT EXISTS rows_sod_a ON rows (json_extract(data, '$.role_a_id')) WHERE table_name = 'sod_rules';
 CREATE INDEX IF NOT EXISTS rows_sod_b ON rows (json_extract(data, '$.role_b_id')) WHERE table_name = 'sod_rules';
+CREATE INDEX IF NOT EXISTS rows_user_roles ON rows (json_extract(data, '$.user_id')) WHERE table_name = 'user_roles';
 
 CREATE TABLE IF NOT EXISTS ledger (
     object      TEXT NOT NULL,          -- path relative to the drop root, or s3://bucket/key

@@ -140,6 +140,20 @@ impl StateDb {
         raws.into_iter().map(decode).collect()
     }
 
+    /// Every live row of `table`, in key order.
+    pub fn live_rows(&self, table: &str) -> Result<Vec<StoredRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!("{SELECT} WHERE table_name = ?1 AND deleted = 0 ORDER BY key"))
+            .map_err(|e| self.sql_err(e))?;
+        let raws = stmt
+            .query_map([table], row_from_sql)
+            .map_err(|e| self.sql_err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql_err(e))?;
+        raws.into_iter().map(decode).collect()
+    }
+
     /// Every key of `table` (live and tombstones), in key order.
     pub fn keys(&self, table: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();

@@ -415,6 +415,25 @@ impl Index for EmbeddedIndex {
         self.run(move |s| read(s, |tx, cache| search_in(tx, cache, &req, weights))).await
     }
 
+    async fn get(&self, ids: &[String]) -> Result<Vec<Hit>, IndexError> {
+        let ids = ids.to_vec();
+        self.run(move |s| {
+            read(s, |tx, _| {
+                let g = live(tx)?.gen;
+                let sql = format!("SELECT rid FROM {} WHERE doc_id = ?1 ORDER BY ordinal LIMIT 1", g.chunks());
+                let mut out = Vec::new();
+                for id in &ids {
+                    let rid: Option<i64> = tx.prepare_cached(&sql)?.query_row([id], |r| r.get(0)).optional()?;
+                    if let Some(hit) = rid.map(|rid| load_hit(tx, g, rid, 0.0)).transpose()?.flatten() {
+                        out.push(hit);
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
     async fn dump(&self, kinds: &[String]) -> Result<Vec<Write>, IndexError> {
         let kinds = kinds.to_vec();
         self.run(move |s| read(s, |tx, _| dump_in(tx, &kinds))).await

@@ -175,6 +175,10 @@ pub trait Index: Send + Sync {
 
     async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, IndexError>;
 
+    /// These documents (their first chunk, score 0) from the live generation; absent ids are
+    /// omitted. Chat cites the documents of the entities a question names this way.
+    async fn get(&self, ids: &[String]) -> Result<Vec<Hit>, IndexError>;
+
     /// Every document and tombstone of the given kinds in the live generation, as writes
     /// that recreate them (used to carry documents over into a new generation).
     async fn dump(&self, kinds: &[String]) -> Result<Vec<Write>, IndexError>;

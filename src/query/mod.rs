@@ -1,5 +1,12 @@
-//! Answering: extract → validate → retrieve → answer → log. This build has the retriever,
-//! which `askiam search` (and later `/chat`) use, so that both rank exactly alike.
+//! Answering a question: understand → validate → retrieve → generate → log.
+//!
+//! Each stage is its own module with a plain function or trait, so tests drive them alone;
+//! `chat` is the one orchestrator every door (CLI, local server, Lambda, MCP) calls.
 
+pub mod chat;
 pub mod eval;
+pub mod generate;
+pub mod log;
 pub mod retrieve;
+pub mod understand;
+pub mod validate;

@@ -266,7 +266,8 @@ pub async fn search(
     let question = words(text);
     for h in &mut hits {
         // The prior scales what retrieval found; naming a title outright is not discounted.
-        h.score = h.score * person_prior(h) * breadth_prior(&h.title) + TITLE_BONUS * title_coverage(&question, &h.title);
+        h.score =
+            h.score * person_prior(h) * breadth_prior(&h.title) + TITLE_BONUS * title_coverage(&question, &h.title);
     }
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
     hits.truncate(k);

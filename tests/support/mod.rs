@@ -2,10 +2,14 @@
 //! data dir, read its JSON output, and manage `askiam serve` child processes.
 #![allow(dead_code)]
 
+pub mod moto;
 pub mod oracle;
+pub mod pg;
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn bin() -> &'static str {
@@ -90,9 +94,15 @@ impl Askiam {
     /// Starts `askiam serve` on a drop dir and waits until it listens (it takes the data
     /// dir's writer lock before binding); killed when the handle drops.
     pub fn serve(&self, drop_dir: &Path) -> Served {
+        self.serve_with(drop_dir, &[])
+    }
+
+    /// `serve` with extra environment (e.g. `ASKIAM_CHAT_DATABASE_URL`).
+    pub fn serve_with(&self, drop_dir: &Path, env: &[(&str, &str)]) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = self
-            .cmd()
+        let mut cmd = self.cmd();
+        cmd.envs(env.iter().map(|(k, v)| (*k, *v)));
+        let mut child = cmd
             .args(["serve", "--drop-dir"])
             .arg(drop_dir)
             .args(["--addr", &format!("127.0.0.1:{port}")])
@@ -143,6 +153,54 @@ impl Drop for Served {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (bound and released; the caller retries if it is taken again
+/// before its server binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Last-resort cleanup for a server the tests start: a `sh` that blocks reading a pipe from
+/// this process and runs a cleanup script when the pipe closes without being disarmed, i.e.
+/// when the test process dies without running `Drop` (SIGKILL, a timeout, Ctrl-C, an abort).
+/// It ignores INT/TERM/HUP so that Ctrl-C on `cargo test` does not take it down with the
+/// tests. `disarm` (called from the server's `Drop` once it has cleaned up) lets it exit.
+pub struct Watchdog {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Watchdog {
+    /// `cleanup` is a shell snippet; `args` are its positional parameters ($1, $2, ...).
+    pub fn arm(cleanup: &str, args: &[OsString]) -> Watchdog {
+        let script = format!("trap '' INT TERM HUP\nif read -r x && [ \"$x\" = disarm ]; then exit 0; fi\n{cleanup}\n");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("watchdog")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn watchdog sh");
+        let stdin = child.stdin.take();
+        Watchdog { child, stdin }
+    }
+
+    pub fn disarm(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"disarm\n");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -190,5 +248,44 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
         }
     }
     out.sort();
+    out
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, body). No client crate needed, and
+/// the test sees exactly what went over the wire.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
     out
 }
