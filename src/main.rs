@@ -52,6 +52,8 @@ enum Command {
         #[arg(long, env = "ASKIAM_SERVE_ADDR")]
         addr: Option<String>,
     },
+    /// Serve the chat tools (search_iam, validate_entity, ask) over MCP on stdin/stdout.
+    Mcp,
     /// Ask a question, as `POST /chat` would answer it.
     Chat {
         message: String,
@@ -239,6 +241,12 @@ async fn run(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Ingest(args) => ingest(&config, args).await,
         Command::Serve { drop_dir, addr } => serve(config, drop_dir, addr).await,
+        Command::Mcp => {
+            let index = askiam::app::index(&config)?;
+            let embedder = askiam::app::embedder(&config).await?;
+            let chat = askiam::app::chat(&config, index, embedder).await?;
+            askiam::mcp::serve_stdio(Arc::new(chat)).await.map_err(|e| anyhow::anyhow!("MCP server: {e}"))
+        }
         Command::Chat { message, user, conversation, json } => {
             let index = askiam::app::index(&config)?;
             let embedder = askiam::app::embedder(&config).await?;

@@ -67,6 +67,16 @@ pub struct ChatResponse {
     pub generator: String,
 }
 
+/// The result of checking a bare name.
+#[derive(Clone, Debug, Serialize)]
+pub struct NameCheck {
+    pub entities: Vec<EntityOut>,
+    /// Real entities with similar names, when the text names none.
+    pub closest: Vec<EntityOut>,
+    /// Where the facts came from (`postgres`, `entity store`).
+    pub source: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct ChatSettings {
     pub max_message_bytes: usize,
@@ -263,6 +273,42 @@ impl Chat {
             citations,
             conversation_id,
             generator,
+        })
+    }
+
+    /// What a bare name stands for in the catalogue (the MCP `validate_entity` tool): the
+    /// entities it names, each checked against the source, or the closest real names.
+    pub async fn validate_names(&self, text: &str) -> Result<NameCheck, ChatError> {
+        let matcher = self.names.get(self.catalog.as_ref()).await?;
+        let u = understand(&matcher, text);
+        let mut mentions: Vec<Mention> = u.mentions.into_iter().filter(|m| m.entity.is_some()).collect();
+        if mentions.is_empty() {
+            mentions.push(Mention { kind: EntityKind::Role, text: text.trim().to_string(), entity: None });
+        }
+        let u = super::understand::Understanding {
+            intent: Intent::RoleInfo,
+            mentions: vec![],
+            about_self: false,
+            refers_back: false,
+        };
+        let policy = Policy { asker: None, admins: &[] };
+        let checked = validate(self.catalog.as_ref(), &matcher, &u, &mentions, &policy).await?;
+        let mut closest = Vec::new();
+        if checked.unknown.iter().any(|x| x.text == text.trim()) {
+            for kind in [EntityKind::Role, EntityKind::Application, EntityKind::ApproverGroup] {
+                closest.extend(matcher.closest(kind, text, 3).into_iter().map(|e| EntityOut {
+                    kind: kind.as_str().into(),
+                    name: e.name.clone(),
+                    id: Some(e.id.clone()),
+                    valid: true,
+                    status: "valid".into(),
+                }));
+            }
+        }
+        Ok(NameCheck {
+            entities: entities_out(&mentions, &checked),
+            closest,
+            source: self.catalog.source().to_string(),
         })
     }
 
