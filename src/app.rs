@@ -97,5 +97,6 @@ pub async fn chat(
         k: config.search.k,
         names_ttl: std::time::Duration::from_secs(c.names_ttl_secs),
     };
+    let embedder = Arc::new(crate::embed::cache::QueryCache::new(embedder, 4096));
     Ok(Chat::new(catalog, index, embedder, generator, log, settings))
 }

@@ -122,3 +122,107 @@ impl CachedEmbedder {
         v.pop().ok_or_else(|| EmbedError::Provider("no vector returned for the query".into()))
     }
 }
+
+/// Recent query vectors in memory, so a question asked again (help desks hear the same few
+/// hundred questions all day) costs no model call. Documents pass straight through: they
+/// have the persistent cache above.
+pub struct QueryCache {
+    inner: Arc<dyn Embedder>,
+    recent: std::sync::Mutex<lru::LruCache<String, Vec<f32>>>,
+}
+
+impl QueryCache {
+    pub fn new(inner: Arc<dyn Embedder>, capacity: usize) -> Self {
+        let cap = std::num::NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
+        QueryCache { inner, recent: std::sync::Mutex::new(lru::LruCache::new(cap)) }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Vec<f32>>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for QueryCache {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+
+    fn dims(&self) -> usize {
+        self.inner.dims()
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.inner.max_tokens()
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.inner.count_tokens(text)
+    }
+
+    async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if kind != InputKind::Query {
+            return self.inner.embed(texts, kind).await;
+        }
+        let mut out: Vec<Option<Vec<f32>>> = {
+            let mut recent = self.recent();
+            texts.iter().map(|t| recent.get(t).cloned()).collect()
+        };
+        let missing: Vec<String> =
+            texts.iter().zip(&out).filter(|(_, v)| v.is_none()).map(|(t, _)| t.clone()).collect();
+        if !missing.is_empty() {
+            let fresh = self.inner.embed(&missing, kind).await?;
+            let mut recent = self.recent();
+            let mut fresh = missing.into_iter().zip(fresh);
+            for slot in out.iter_mut().filter(|v| v.is_none()) {
+                let (text, v) = fresh.next().expect("one vector per missing text");
+                recent.put(text, v.clone());
+                *slot = Some(v);
+            }
+        }
+        Ok(out.into_iter().map(|v| v.expect("filled")).collect())
+    }
+}
+
+#[cfg(test)]
+mod query_cache_tests {
+    use super::*;
+
+    struct Counting(AtomicU64);
+
+    #[async_trait::async_trait]
+    impl Embedder for Counting {
+        fn model_id(&self) -> &str {
+            "counting"
+        }
+        fn dims(&self) -> usize {
+            1
+        }
+        fn max_tokens(&self) -> usize {
+            16
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.len()
+        }
+        async fn embed(&self, texts: &[String], _: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+            self.0.fetch_add(texts.len() as u64, Ordering::SeqCst);
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_question_is_embedded_once() {
+        let inner = Arc::new(Counting(AtomicU64::new(0)));
+        let c = QueryCache::new(inner.clone(), 2);
+        let q = |s: &str| vec![s.to_string()];
+        assert_eq!(c.embed(&q("abc"), InputKind::Query).await.unwrap(), vec![vec![3.0]]);
+        assert_eq!(c.embed(&q("abc"), InputKind::Query).await.unwrap(), vec![vec![3.0]]);
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        let mixed = vec!["abc".to_string(), "hello".to_string()];
+        assert_eq!(c.embed(&mixed, InputKind::Query).await.unwrap(), vec![vec![3.0], vec![5.0]]);
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+        // Documents are never served from it.
+        c.embed(&q("abc"), InputKind::Document).await.unwrap();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 3);
+    }
+}
