@@ -113,6 +113,8 @@ pub struct ChatConfig {
     /// A TOML file of `"<token>" = "<login>"` lines; when set, `/chat` requires
     /// `Authorization: Bearer <token>` and the asker is the token's user, never the body's.
     pub tokens_file: String,
+    /// On Lambda: the authorizer claim that holds the asker's login.
+    pub identity_claim: String,
     /// `grounded` (offline, the default), `ollama` or `bedrock` (Converse).
     pub generator: String,
     pub ollama_model: String,
@@ -129,6 +131,7 @@ impl Default for ChatConfig {
             max_message_bytes: 4096,
             admins: String::new(),
             tokens_file: String::new(),
+            identity_claim: "username".into(),
             generator: "grounded".into(),
             ollama_model: "llama3.2".into(),
             bedrock_model: "anthropic.claude-3-haiku-20240307-v1:0".into(),

@@ -27,9 +27,24 @@ pub struct AppState {
     pub embedder: Arc<dyn Embedder>,
     pub k: usize,
     pub chat: Arc<Chat>,
-    /// Bearer tokens → logins; `None`: no auth, the body's `user` is trusted (local demo).
-    pub tokens: Option<Arc<Tokens>>,
+    pub identity: Identity,
 }
+
+/// Where "who is asking" comes from.
+#[derive(Clone)]
+pub enum Identity {
+    /// No auth: the body's `user` is trusted (the local demo; the page says so).
+    Body,
+    /// Bearer tokens mapped to logins (`chat.tokens_file`).
+    Tokens(Arc<Tokens>),
+    /// The door in front established it (API Gateway authorizer claims, put in the
+    /// request's extensions as `Asker` by the Lambda adapter).
+    Verified,
+}
+
+/// Who is asking, as verified by whatever stands in front of the router.
+#[derive(Clone, Debug)]
+pub struct Asker(pub String);
 
 /// Bearer tokens and the users they stand for.
 #[derive(Debug, Default)]
@@ -68,7 +83,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat(
+    State(state): State<AppState>,
+    verified: Option<axum::Extension<Asker>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -76,8 +96,12 @@ async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<By
     if !json_type {
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content type must be application/json");
     }
-    let asker = match &state.tokens {
-        Some(tokens) => {
+    let asker = match &state.identity {
+        Identity::Verified => match verified {
+            Some(axum::Extension(Asker(user))) => Some(user),
+            None => return error(StatusCode::UNAUTHORIZED, "the request carries no verified identity"),
+        },
+        Identity::Tokens(tokens) => {
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -88,7 +112,7 @@ async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<By
                 None => return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required"),
             }
         }
-        None => None,
+        Identity::Body => None,
     };
     let body = match body {
         Ok(b) => b,
@@ -98,8 +122,8 @@ async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<By
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
-    // With auth, who asks comes from the token, never from the body.
-    let asker = if state.tokens.is_some() { asker } else { req.user.clone() };
+    // With auth, who asks comes from the token or the authorizer, never from the body.
+    let asker = if matches!(state.identity, Identity::Body) { req.user.clone() } else { asker };
     match state.chat.answer(&req, asker.as_deref()).await {
         Ok(resp) => Json(resp).into_response(),
         Err(e) => chat_error(e),
@@ -123,7 +147,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
             "status": "ok",
             "generation": info.generation,
             "documents": info.documents,
-            "auth": state.tokens.is_some(),
+            "auth": !matches!(state.identity, Identity::Body),
             "catalog": state.chat.catalog.source(),
         }))
         .into_response(),

@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod lambda;
 pub mod mcp;
 pub mod model;
 pub mod query;

@@ -645,17 +645,19 @@ async fn serve(mut config: Config, drop_dir: Option<PathBuf>, addr: Option<Strin
         .with_context(|| format!("binding {}", config.serve.addr))?;
     tracing::info!(addr = %listener.local_addr()?, drop_dir = %config.drop_dir.display(), "askiam serve");
     let chat = askiam::app::chat(&config, pipeline.index.clone(), pipeline.embedder.inner()).await?;
-    let tokens = if config.chat.tokens_file.trim().is_empty() {
-        None
+    let identity = if config.chat.tokens_file.trim().is_empty() {
+        askiam::http::Identity::Body
     } else {
-        Some(Arc::new(askiam::http::Tokens::load(Path::new(&config.chat.tokens_file)).map_err(anyhow::Error::msg)?))
+        askiam::http::Identity::Tokens(Arc::new(
+            askiam::http::Tokens::load(Path::new(&config.chat.tokens_file)).map_err(anyhow::Error::msg)?,
+        ))
     };
     let state = askiam::http::AppState {
         index: pipeline.index.clone(),
         embedder: pipeline.embedder.inner(),
         k: config.search.k,
         chat: Arc::new(chat),
-        tokens,
+        identity,
     };
     let app = askiam::http::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
