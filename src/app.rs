@@ -90,7 +90,11 @@ pub async fn chat(
         "grounded" | "" => Arc::new(crate::query::generate::Grounded),
         other => return Err(BuildError::UnknownGenerator(other.to_string())),
     };
-    let log = Arc::new(crate::query::log::LocalChatLog::open(&config.data_dir)?);
+    let log: Arc<dyn crate::query::log::ChatLog> = if c.log_table.trim().is_empty() {
+        Arc::new(crate::query::log::LocalChatLog::open(&config.data_dir)?)
+    } else {
+        Arc::new(crate::query::log::DynamoChatLog::connect(c.log_table.trim()).await)
+    };
     let settings = ChatSettings {
         max_message_bytes: c.max_message_bytes,
         admins: c.admins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),

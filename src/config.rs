@@ -113,6 +113,9 @@ pub struct ChatConfig {
     /// A TOML file of `"<token>" = "<login>"` lines; when set, `/chat` requires
     /// `Authorization: Bearer <token>` and the asker is the token's user, never the body's.
     pub tokens_file: String,
+    /// DynamoDB table for the chat log (key: `conversation_id` S, `turn` N); empty: the
+    /// data dir's `chat.sqlite`.
+    pub log_table: String,
     /// On Lambda: the authorizer claim that holds the asker's login.
     pub identity_claim: String,
     /// `grounded` (offline, the default), `ollama` or `bedrock` (Converse).
@@ -131,6 +134,7 @@ impl Default for ChatConfig {
             max_message_bytes: 4096,
             admins: String::new(),
             tokens_file: String::new(),
+            log_table: String::new(),
             identity_claim: "username".into(),
             generator: "grounded".into(),
             ollama_model: "llama3.2".into(),

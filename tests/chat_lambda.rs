@@ -12,8 +12,7 @@ use support::{fixtures, Askiam};
 use tower::ServiceExt;
 
 async fn state(a: &Askiam) -> AppState {
-    let mut config = askiam::config::Config::default();
-    config.data_dir = a.data_dir();
+    let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
     config.embed.provider = "hash".into();
     let index = askiam::app::index(&config).unwrap();
     let embedder = askiam::app::embedder(&config).await.unwrap();

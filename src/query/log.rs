@@ -130,3 +130,67 @@ impl ChatLog for LocalChatLog {
         body.map(|b| serde_json::from_str(&b).map_err(|e| LogError::Other(e.to_string()))).transpose()
     }
 }
+
+/// The chat log in DynamoDB: one item per turn, partition key `conversation_id` (S), sort
+/// key `turn` (N), so "the previous turn" is one `Query` read backwards with `Limit 1`.
+/// The client follows the SDK's own configuration (region, credentials, `AWS_ENDPOINT_URL`).
+pub struct DynamoChatLog {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+fn dynamo_err(e: impl std::fmt::Display) -> LogError {
+    LogError::Other(format!("DynamoDB: {e}"))
+}
+
+impl DynamoChatLog {
+    pub async fn connect(table: &str) -> Self {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        DynamoChatLog { client: aws_sdk_dynamodb::Client::new(&sdk), table: table.to_string() }
+    }
+
+    pub fn with_client(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
+        DynamoChatLog { client, table: table.to_string() }
+    }
+}
+
+#[async_trait]
+impl ChatLog for DynamoChatLog {
+    async fn record(&self, turn: &Turn) -> Result<(), LogError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let body = serde_json::to_string(turn).map_err(|e| LogError::Other(e.to_string()))?;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("conversation_id", V::S(turn.conversation_id.clone()))
+            .item("turn", V::N(turn.turn.to_string()))
+            .item("at", V::S(turn.at.clone()))
+            .item("intent", V::S(turn.intent.clone()))
+            .item("latency_ms", V::N(format!("{:.3}", turn.latency_ms)))
+            .item("body", V::S(body));
+        if let Some(u) = &turn.user {
+            put = put.item("user", V::S(u.clone()));
+        }
+        put.send().await.map_err(|e| dynamo_err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    async fn last_turn(&self, conversation_id: &str) -> Result<Option<Turn>, LogError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("conversation_id = :c")
+            .expression_attribute_values(":c", V::S(conversation_id.to_string()))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| dynamo_err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        let Some(item) = out.items().first() else { return Ok(None) };
+        let body = item.get("body").and_then(|v| v.as_s().ok()).ok_or_else(|| dynamo_err("turn item without body"))?;
+        serde_json::from_str(body).map(Some).map_err(|e| LogError::Other(e.to_string()))
+    }
+}
