@@ -28,7 +28,7 @@ pub enum BuildError {
     Catalog(#[from] crate::catalog::CatalogError),
     #[error(transparent)]
     ChatLog(#[from] crate::query::log::LogError),
-    #[error("unknown chat generator {0:?} (this build has: grounded)")]
+    #[error("unknown chat generator {0:?} (this build has: grounded, ollama, bedrock)")]
     UnknownGenerator(String),
 }
 
@@ -88,6 +88,13 @@ pub async fn chat(
     };
     let generator: Arc<dyn crate::query::generate::Generator> = match c.generator.as_str() {
         "grounded" | "" => Arc::new(crate::query::generate::Grounded),
+        "ollama" => {
+            let url = if c.llm_url.is_empty() { &config.embed.ollama_url } else { &c.llm_url };
+            Arc::new(crate::query::generate::OllamaChat::new(url, &c.ollama_model))
+        }
+        "bedrock" => Arc::new(
+            crate::query::generate::BedrockConverse::connect(&c.bedrock_model, &config.embed.region, &c.llm_url).await,
+        ),
         other => return Err(BuildError::UnknownGenerator(other.to_string())),
     };
     let log: Arc<dyn crate::query::log::ChatLog> = if c.log_table.trim().is_empty() {

@@ -122,6 +122,9 @@ pub struct ChatConfig {
     pub generator: String,
     pub ollama_model: String,
     pub bedrock_model: String,
+    /// The generator's endpoint: Ollama's base URL (empty: `embed.ollama_url`) or a Bedrock
+    /// endpoint override (empty: the SDK's resolution; the region is `embed.region`).
+    pub llm_url: String,
     /// Seconds the catalogue's entity names are reused before being read again.
     pub names_ttl_secs: u64,
 }
@@ -139,6 +142,7 @@ impl Default for ChatConfig {
             generator: "grounded".into(),
             ollama_model: "llama3.2".into(),
             bedrock_model: "anthropic.claude-3-haiku-20240307-v1:0".into(),
+            llm_url: String::new(),
             names_ttl_secs: 30,
         }
     }

@@ -218,16 +218,18 @@ impl Chat {
             }
         }
 
-        let grounding = Grounding {
+        let mut grounding = Grounding {
             question: message,
+            draft: "",
             intent: understanding.intent,
             checked: &checked,
             passages: &passages,
             asker_known: checked.asker.is_some(),
         };
         let grounded = grounded_answer(&grounding);
+        grounding.draft = &grounded;
         let (answer, generator) = if self.generator.name() == "grounded" {
-            (grounded, "grounded".to_string())
+            (grounded.clone(), "grounded".to_string())
         } else {
             match self.generator.generate(&grounding).await {
                 Ok(text) if check_names(&matcher, &text, &grounded, &checked).is_ok() => {
@@ -236,11 +238,11 @@ impl Chat {
                 Ok(text) => {
                     let bad = check_names(&matcher, &text, &grounded, &checked).unwrap_err();
                     tracing::warn!(generator = self.generator.name(), names = ?bad, "answer named entities the validator did not confirm; using the grounded answer");
-                    (grounded, "grounded".to_string())
+                    (grounded.clone(), "grounded".to_string())
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "generator failed; using the grounded answer");
-                    (grounded, "grounded".to_string())
+                    (grounded.clone(), "grounded".to_string())
                 }
             }
         };
