@@ -30,6 +30,25 @@ pub struct Config {
     pub search: SearchConfig,
     pub serve: ServeConfig,
     pub chat: ChatConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Objects larger than this fail their message with a clear error (bytes).
+    pub max_object_bytes: u64,
+    /// Visibility timeout asked for when receiving (seconds; 0: the queue's own). The poller
+    /// extends it while a batch is still being worked on.
+    pub visibility_secs: i32,
+    /// Long-poll wait per receive (seconds, at most 20).
+    pub wait_secs: i32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { max_object_bytes: 1 << 30, visibility_secs: 0, wait_secs: 20 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -158,6 +177,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             serve: ServeConfig::default(),
             chat: ChatConfig::default(),
+            worker: WorkerConfig::default(),
         }
     }
 }

@@ -52,6 +52,15 @@ enum Command {
         #[arg(long, env = "ASKIAM_SERVE_ADDR")]
         addr: Option<String>,
     },
+    /// Follow an SQS queue of S3 event notifications: ingest created objects, remove deleted
+    /// ones; a message is deleted only after its documents are in the index.
+    Worker {
+        #[arg(long, env = "ASKIAM_WORKER_QUEUE_URL")]
+        queue_url: String,
+        /// Drain the queue until it is empty, then exit (scripts, tests).
+        #[arg(long)]
+        once: bool,
+    },
     /// Serve the chat tools (search_iam, validate_entity, ask) over MCP on stdin/stdout.
     Mcp,
     /// Ask a question, as `POST /chat` would answer it.
@@ -241,6 +250,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Ingest(args) => ingest(&config, args).await,
         Command::Serve { drop_dir, addr } => serve(config, drop_dir, addr).await,
+        Command::Worker { queue_url, once } => worker(config, queue_url, once).await,
         Command::Mcp => {
             let index = askiam::app::index(&config)?;
             let embedder = askiam::app::embedder(&config).await?;
@@ -629,6 +639,115 @@ async fn quarantine(config: &Config, action: QuarantineAction) -> Result<()> {
             print_summary(&total, json)
         }
     }
+}
+
+/// The long-running SQS poller (ECS/EC2); the Lambda is `askiam-ingest-lambda`.
+async fn worker(config: Config, queue_url: String, once: bool) -> Result<()> {
+    use askiam::ingest::worker::{Message, Outcome, Worker};
+    let w = askiam::app::writer(&config).await?;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let worker = Worker {
+        pipeline: w.pipeline.clone(),
+        s3: askiam::ingest::source::s3::client().await,
+        max_object_bytes: config.worker.max_object_bytes,
+    };
+    let wait = if once { 1 } else { config.worker.wait_secs.clamp(0, 20) };
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut failures: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    tracing::info!(%queue_url, once, "askiam worker");
+    loop {
+        let mut receive =
+            sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).wait_time_seconds(wait);
+        if config.worker.visibility_secs > 0 {
+            receive = receive.visibility_timeout(config.worker.visibility_secs);
+        }
+        let received = tokio::select! {
+            r = receive.send() => r.map_err(|e| anyhow::anyhow!("receiving from {queue_url}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?,
+            _ = &mut shutdown => {
+                tracing::info!("shutting down between batches");
+                break;
+            }
+        };
+        let msgs = received.messages();
+        if msgs.is_empty() {
+            // `--once` drains: messages still in flight (a failed one waiting out its
+            // visibility timeout on its way to the DLQ) keep it polling, unless the same
+            // messages keep failing on a queue without a redrive policy.
+            if once && (queue_is_empty(&sqs, &queue_url).await? || failures.values().any(|n| *n >= 5)) {
+                break;
+            }
+            continue;
+        }
+        let batch: Vec<Message> = msgs
+            .iter()
+            .map(|m| Message {
+                id: m.message_id().unwrap_or_default().to_string(),
+                body: m.body().unwrap_or_default().to_string(),
+            })
+            .collect();
+        // Keep the batch invisible while it is worked on (large objects can take minutes).
+        let heartbeat = {
+            let (sqs, url) = (sqs.clone(), queue_url.clone());
+            let handles: Vec<String> = msgs.iter().filter_map(|m| m.receipt_handle().map(str::to_string)).collect();
+            let secs = if config.worker.visibility_secs > 0 { config.worker.visibility_secs } else { 60 };
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs((secs as u64 / 2).max(1))).await;
+                    for h in &handles {
+                        let _ = sqs
+                            .change_message_visibility()
+                            .queue_url(&url)
+                            .receipt_handle(h)
+                            .visibility_timeout(secs)
+                            .send()
+                            .await;
+                    }
+                }
+            })
+        };
+        let (outcomes, report) = worker.process(&batch).await;
+        heartbeat.abort();
+        let mut entries = Vec::new();
+        for (i, (m, o)) in msgs.iter().zip(&outcomes).enumerate() {
+            match o {
+                Outcome::Failed(reason) => {
+                    *failures.entry(m.message_id().unwrap_or_default().to_string()).or_insert(0u32) += 1;
+                    tracing::warn!(message_id = m.message_id().unwrap_or_default(), %reason, "left on the queue for retry");
+                }
+                _ => entries.push(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .build()?,
+                ),
+            }
+        }
+        if !entries.is_empty() {
+            sqs.delete_message_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("deleting messages: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        }
+        println!("{}", report.emf("worker"));
+    }
+    drop(w.lock);
+    Ok(())
+}
+
+async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<bool> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading {url}'s attributes: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    Ok(attrs.attributes().map(|a| a.values().all(|v| v == "0")).unwrap_or(true))
 }
 
 async fn serve(mut config: Config, drop_dir: Option<PathBuf>, addr: Option<String>) -> Result<()> {

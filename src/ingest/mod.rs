@@ -6,6 +6,7 @@
 //! object as applied only after its documents are in the index. A crash anywhere re-applies
 //! the object, and re-applying is harmless.
 
+pub mod events;
 pub mod format;
 pub mod ledger;
 pub mod pipeline;
@@ -13,5 +14,6 @@ pub mod quarantine;
 pub mod render;
 pub mod route;
 pub mod source;
+pub mod worker;
 
 pub use pipeline::{IngestError, Pipeline, Summary};

@@ -4,6 +4,7 @@
 //! never knows whether a key is a file in a drop dir or an object in S3.
 
 pub mod drop_dir;
+pub mod s3;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,37 @@
+//! The indexing worker as a Lambda on an SQS event source (S3 event notifications).
+//!
+//! Returns `batchItemFailures` (enable `ReportBatchItemFailures` on the event source
+//! mapping) so only the failed messages are retried and, after the queue's
+//! `maxReceiveCount`, land in its dead-letter queue. Configuration is `ASKIAM_*` from the
+//! environment; the data dir (`ASKIAM_DATA_DIR`) must be durable (EFS) for the embedded index.
+
+use std::sync::Arc;
+
+use askiam::config::Config;
+use askiam::ingest::worker::{handle_sqs_event, Worker};
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASKIAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("askiam=info,warn")),
+        )
+        .without_time()
+        .init();
+    let config = Config::load(None, std::env::vars())?;
+    let w = askiam::app::writer(&config).await?;
+    let worker = Arc::new(Worker {
+        pipeline: w.pipeline.clone(),
+        s3: askiam::ingest::source::s3::client().await,
+        max_object_bytes: config.worker.max_object_bytes,
+    });
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let worker = worker.clone();
+        async move { Ok::<_, Error>(handle_sqs_event(&worker, event.payload).await) }
+    }))
+    .await
+}

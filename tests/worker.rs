@@ -1,0 +1,246 @@
+//! The AWS event path against a real moto server: objects put into a bucket whose
+//! notifications go to an SQS queue (with a dead-letter queue), drained by `askiam worker`
+//! and by the Lambda handler with the messages moto delivered.
+
+mod support;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+use support::moto::Moto;
+use support::{fixtures, walk, Askiam};
+
+struct Aws {
+    moto: Moto,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    dlq: String,
+}
+
+const BUCKET: &str = "iam-exports";
+
+async fn aws() -> Aws {
+    let moto = Moto::start();
+    let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .endpoint_url(moto.endpoint())
+            .force_path_style(true)
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(moto.endpoint())
+            .build(),
+    );
+    let dlq = sqs.create_queue().queue_name("askiam-dlq").send().await.unwrap().queue_url.unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let queue = sqs
+        .create_queue()
+        .queue_name("askiam-events")
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    s3.put_bucket_notification_configuration()
+        .bucket(BUCKET)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .events(Event::from("s3:ObjectRemoved:*"))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    Aws { moto, s3, sqs, queue, dlq }
+}
+
+impl Aws {
+    async fn put(&self, key: &str, body: Vec<u8>) {
+        self.s3.put_object().bucket(BUCKET).key(key).body(ByteStream::from(body)).send().await.unwrap();
+    }
+
+    async fn depth(&self, url: &str) -> u64 {
+        let a = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        a.values().map(|v| v.parse::<u64>().unwrap()).sum()
+    }
+
+    fn worker(&self, a: &Askiam) -> Value {
+        let out = a
+            .cmd()
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .args(["worker", "--queue-url", &self.queue, "--once"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "askiam worker: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        // One EMF line per batch; sum what the batches did.
+        let mut total = serde_json::json!({"Messages": 0.0, "MessagesFailed": 0.0, "DocumentsUpserted": 0.0, "DocumentsDeleted": 0.0});
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not an EMF line ({e}): {line}"));
+            assert!(v["_aws"]["CloudWatchMetrics"].is_array());
+            for k in ["Messages", "MessagesFailed", "DocumentsUpserted", "DocumentsDeleted"] {
+                total[k] = serde_json::json!(total[k].as_f64().unwrap() + v[k].as_f64().unwrap());
+            }
+        }
+        total
+    }
+}
+
+fn found(a: &Askiam, q: &str, id: &str) -> bool {
+    a.search(q, &["--k", "10"]).iter().any(|h| h["id"] == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_is_followed_through_its_queue() {
+    let aws = aws().await;
+    let a = Askiam::new();
+
+    // The fixture export (manifest last, as an exporter writes it) and a policy document
+    // whose key has spaces and non-ASCII characters.
+    let full = fixtures().join("exports/full");
+    let mut files: Vec<_> = walk(&full);
+    files.sort_by_key(|p| p.ends_with("_MANIFEST.json"));
+    for f in &files {
+        let key = format!("tenant-a/{}", f.strip_prefix(fixtures()).unwrap().display());
+        aws.put(&key, std::fs::read(f).unwrap()).await;
+    }
+    let doc = std::fs::read(fixtures().join("docs/policies/access-request-policy.md")).unwrap();
+    let odd_key = "docs/policies/Zugriffs Richtlinie für Übergänge (v2).md";
+    aws.put(odd_key, doc).await;
+
+    let r = aws.worker(&a);
+    assert_eq!(r["MessagesFailed"], 0.0, "{r}");
+    assert!(found(&a, "payroll administrator", "role:ROLE-0017"));
+    let odd_id = format!("doc:{odd_key}");
+    assert!(found(&a, "access request policy", &odd_id), "the odd key's document is searchable");
+    assert_eq!(aws.depth(&aws.queue).await, 0);
+    let before = a.stats();
+
+    // The same notification twice changes nothing: replay the doc's event by hand.
+    aws.put(odd_key, std::fs::read(fixtures().join("docs/policies/access-request-policy.md")).unwrap()).await;
+    let peek = aws.sqs.receive_message().queue_url(&aws.queue).visibility_timeout(0).send().await.unwrap();
+    let body = peek.messages()[0].body().unwrap().to_string();
+    aws.sqs.send_message().queue_url(&aws.queue).message_body(&body).send().await.unwrap();
+    let r = aws.worker(&a);
+    assert_eq!(r["MessagesFailed"], 0.0, "{r}");
+    assert_eq!(r["DocumentsUpserted"], 0.0, "a replay upserts nothing: {r}");
+    assert_eq!(a.stats()["index"]["digest"], before["index"]["digest"]);
+
+    // A delete removes the object's documents.
+    aws.s3.delete_object().bucket(BUCKET).key(odd_key).send().await.unwrap();
+    let r = aws.worker(&a);
+    assert_eq!(r["DocumentsDeleted"], 1.0, "{r}");
+    assert!(!found(&a, "access request policy", &odd_id));
+
+    // A malformed change file fails its message only; after maxReceiveCount it is in the DLQ.
+    aws.put("exports/changes/2026-11-25-broken.jsonl", b"{not json\n".to_vec()).await;
+    aws.put("docs/guides/ok.md", b"# Badge access\n\nBadges are issued by facilities.\n".to_vec()).await;
+    let r = aws.worker(&a);
+    assert!(r["MessagesFailed"].as_f64().unwrap() >= 1.0, "{r}");
+    assert!(found(&a, "badge access facilities", "doc:docs/guides/ok.md"), "the good object of the batch landed");
+    assert_eq!(aws.depth(&aws.queue).await, 0);
+    assert_eq!(aws.depth(&aws.dlq).await, 1, "the malformed object's message is dead-lettered");
+    let dead = aws.sqs.receive_message().queue_url(&aws.dlq).send().await.unwrap();
+    assert!(dead.messages()[0].body().unwrap().contains("2026-11-25-broken.jsonl"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_handler_reports_only_failed_messages() {
+    let aws = aws().await;
+    let a = Askiam::new();
+    aws.put("docs/guides/ok.md", b"# Badge access\n\nBadges are issued by facilities.\n".to_vec()).await;
+    aws.put("exports/changes/broken.jsonl", b"{not json\n".to_vec()).await;
+    // The event Lambda would get: the messages moto delivered, as SQS records.
+    let got = aws.sqs.receive_message().queue_url(&aws.queue).max_number_of_messages(10).send().await.unwrap();
+    let records: Vec<Value> = got
+        .messages()
+        .iter()
+        .map(|m| {
+            serde_json::json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+            "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:askiam-events", "awsRegion": "us-east-1"})
+        })
+        .collect();
+    // Moto, like S3, sends an s3:TestEvent when the notification is configured.
+    assert!(records.len() >= 2, "{records:?}");
+    let mut event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_value(serde_json::json!({"Records": records})).unwrap();
+    event.records.push(serde_json::from_value(serde_json::json!({"messageId": "garbage-1", "body": "hello"})).unwrap());
+
+    let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
+    config.embed.provider = "hash".into();
+    let w = askiam::app::writer(&config).await.unwrap();
+    let worker =
+        askiam::ingest::worker::Worker { pipeline: w.pipeline.clone(), s3: aws.s3.clone(), max_object_bytes: 1 << 20 };
+    let resp = askiam::ingest::worker::handle_sqs_event(&worker, event).await;
+    let mut failed: Vec<String> = resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    failed.sort();
+    let broken_id = got
+        .messages()
+        .iter()
+        .find(|m| m.body().unwrap().contains("broken.jsonl"))
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_string();
+    let mut want = vec![broken_id, "garbage-1".to_string()];
+    want.sort();
+    assert_eq!(failed, want);
+    drop(w);
+    assert!(found(&a, "badge access facilities", "doc:docs/guides/ok.md"));
+}
