@@ -61,6 +61,16 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// List an S3 bucket and ingest the objects the ledger has never applied (for
+    /// notifications that were late or lost).
+    Reconcile {
+        #[arg(long, env = "ASKIAM_WORKER_BUCKET")]
+        bucket: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the chat tools (search_iam, validate_entity, ask) over MCP on stdin/stdout.
     Mcp,
     /// Ask a question, as `POST /chat` would answer it.
@@ -251,6 +261,23 @@ async fn run(command: Command, config: Config) -> Result<()> {
         Command::Ingest(args) => ingest(&config, args).await,
         Command::Serve { drop_dir, addr } => serve(config, drop_dir, addr).await,
         Command::Worker { queue_url, once } => worker(config, queue_url, once).await,
+        Command::Reconcile { bucket, prefix, json } => {
+            let w = askiam::app::writer(&config).await?;
+            let s3 = askiam::ingest::source::s3::client().await;
+            let summary =
+                askiam::ingest::worker::reconcile(&w.pipeline, &s3, &bucket, &prefix, config.worker.max_object_bytes)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "reconciled s3://{bucket}/{prefix}: {} objects applied, {} already applied, {} documents upserted, {} quarantined",
+                    summary.objects, summary.already_applied, summary.upserted, summary.quarantined
+                );
+            }
+            Ok(())
+        }
         Command::Mcp => {
             let index = askiam::app::index(&config)?;
             let embedder = askiam::app::embedder(&config).await?;

@@ -244,3 +244,36 @@ async fn the_lambda_handler_reports_only_failed_messages() {
     drop(w);
     assert!(found(&a, "badge access facilities", "doc:docs/guides/ok.md"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_an_object_whose_notification_never_came() {
+    let aws = aws().await;
+    let a = Askiam::new();
+    aws.put("docs/guides/ok.md", b"# Badge access\n\nBadges are issued by facilities.\n".to_vec()).await;
+    aws.worker(&a);
+    // Lost notification: the object lands while the notification is switched off.
+    aws.s3
+        .put_bucket_notification_configuration()
+        .bucket(BUCKET)
+        .notification_configuration(aws_sdk_s3::types::NotificationConfiguration::builder().build())
+        .send()
+        .await
+        .unwrap();
+    aws.put("docs/guides/vpn.md", b"# VPN access\n\nThe network team grants VPN tokens.\n".to_vec()).await;
+    assert_eq!(aws.depth(&aws.queue).await, 0);
+    assert!(!found(&a, "vpn tokens network team", "doc:docs/guides/vpn.md"));
+    let out = a
+        .cmd()
+        .env("AWS_ENDPOINT_URL", aws.moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .args(["reconcile", "--bucket", BUCKET, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["objects"], 1, "only the unseen object is applied: {s}");
+    assert_eq!(s["already_applied"], 1, "{s}");
+    assert!(found(&a, "vpn tokens network team", "doc:docs/guides/vpn.md"));
+}

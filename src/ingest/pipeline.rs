@@ -94,6 +94,8 @@ impl Summary {
         self.already_applied += o.already_applied;
         self.pending += o.pending;
         self.rows += o.rows;
+        self.embedded_texts += o.embedded_texts;
+        self.embedding_calls += o.embedding_calls;
         self.skipped.extend(o.skipped.iter().cloned());
         self.generation = self.generation.max(o.generation);
     }

@@ -215,3 +215,44 @@ pub async fn handle_sqs_event(
     }
     response
 }
+
+/// Lists the bucket (under `prefix`) and ingests every object the ledger has not applied:
+/// notifications can be late or lost. Objects already applied at the same version are
+/// no-ops; full-export manifests go last, as in a drop dir.
+pub async fn reconcile(
+    pipeline: &Pipeline,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    max_object_bytes: u64,
+) -> Result<Summary, String> {
+    let mut listed = Vec::new();
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| format!("listing s3://{bucket}/{prefix}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        for o in page.contents() {
+            let (Some(key), Some(etag)) = (o.key(), o.e_tag()) else { continue };
+            let time = o
+                .last_modified()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                .unwrap_or_default();
+            listed.push((key.to_string(), etag.trim_matches('"').to_string(), time));
+        }
+    }
+    listed.sort_by_key(|(k, _, _)| (k.ends_with("_MANIFEST.json"), k.clone()));
+    let mut total = Summary::default();
+    for (s3_key, etag, time) in listed {
+        let Some(key) = route::object_key(&s3_key) else {
+            total.skipped_files += 1;
+            total.skipped.push(format!("s3://{bucket}/{s3_key}: not under exports/ or docs/"));
+            continue;
+        };
+        let source = S3Source::new(s3.clone(), bucket, &s3_key[..s3_key.len() - key.len()], max_object_bytes);
+        let obj = ObjectRef { key: key.clone(), version: etag, modified: crate::model::Version::from_time(time, 0) };
+        let span = tracing::info_span!("reconcile", key = %key);
+        let s = pipeline.ingest_object(&source, &obj).instrument(span).await.map_err(|e| format!("{key}: {e}"))?;
+        total.absorb(&s);
+    }
+    Ok(total)
+}
