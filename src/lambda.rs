@@ -73,3 +73,15 @@ pub fn chat_router(state: AppState, claim: String) -> Router {
         },
     ))
 }
+
+/// JSON logs for CloudWatch (no timestamps: Lambda adds its own), `ASKIAM_LOG` filter.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASKIAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("askiam=info,warn")),
+        )
+        .without_time()
+        .init();
+}

@@ -20,6 +20,12 @@ struct Aws {
 
 const BUCKET: &str = "iam-exports";
 
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let attrs =
+        sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap();
+    attrs.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
 async fn aws() -> Aws {
     let moto = Moto::start();
     let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test");
@@ -41,16 +47,7 @@ async fn aws() -> Aws {
             .build(),
     );
     let dlq = sqs.create_queue().queue_name("askiam-dlq").send().await.unwrap().queue_url.unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
+    let dlq_arn = queue_arn(&sqs, &dlq).await;
     let queue = sqs
         .create_queue()
         .queue_name("askiam-events")
@@ -64,16 +61,7 @@ async fn aws() -> Aws {
         .unwrap()
         .queue_url
         .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
+    let arn = queue_arn(&sqs, &queue).await;
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
     s3.put_bucket_notification_configuration()

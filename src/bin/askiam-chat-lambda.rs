@@ -12,14 +12,7 @@ use askiam::http::{AppState, Identity, Tokens};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ASKIAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("askiam=info,warn")),
-        )
-        .without_time()
-        .init();
+    askiam::lambda::init_tracing();
     let config = Config::load(None, std::env::vars())?;
     let index = askiam::app::index(&config)?;
     let embedder = askiam::app::embedder(&config).await?;

@@ -14,14 +14,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ASKIAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("askiam=info,warn")),
-        )
-        .without_time()
-        .init();
+    askiam::lambda::init_tracing();
     let config = Config::load(None, std::env::vars())?;
     let w = askiam::app::writer(&config).await?;
     let worker = Arc::new(Worker {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use super::facts::*;
 use super::StoredRow;
+use crate::ingest::render::{entitlement_text, name_of};
 use crate::model::parse_timestamp;
 use crate::schema::truthy;
 use crate::store::StateDb;
@@ -39,10 +40,6 @@ impl StoreCatalog {
             id: g.key,
         }))
     }
-}
-
-fn name_of(row: &StoredRow) -> String {
-    row.get("name").unwrap_or(&row.key).to_string()
 }
 
 fn text(row: &StoredRow, col: &str) -> Option<String> {
@@ -78,15 +75,7 @@ impl Catalog for StoreCatalog {
         let Some(role) = self.live("roles", Some(id))? else { return Ok(None) };
         let application =
             self.live("applications", role.get("application_id"))?.map(|a| Ref { name: name_of(&a), id: a.key });
-        let entitlements = self
-            .live_where("entitlements", "role_id", id)?
-            .iter()
-            .map(|e| match (e.get("permission"), e.get("description")) {
-                (Some(p), Some(d)) => format!("{p} ({d})"),
-                (Some(p), None) => p.to_string(),
-                (None, _) => e.key.clone(),
-            })
-            .collect();
+        let entitlements = self.live_where("entitlements", "role_id", id)?.iter().map(entitlement_text).collect();
         Ok(Some(RoleFacts {
             name: name_of(&role),
             description: text(&role, "description"),

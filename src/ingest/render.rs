@@ -133,16 +133,26 @@ impl<'a> Sources<'a> {
     }
 }
 
-fn name_of(row: &StoredRow) -> String {
+pub(crate) fn name_of(row: &StoredRow) -> String {
     row.get("name").unwrap_or(&row.key).to_string()
 }
 
-fn sentence(s: &str) -> String {
+/// Text ending in a full stop (unless it already ends a sentence).
+pub(crate) fn sentence(s: &str) -> String {
     let s = s.trim();
     if s.is_empty() || s.ends_with(['.', '!', '?']) {
         s.to_string()
     } else {
         format!("{s}.")
+    }
+}
+
+/// An entitlement as role documents and chat answers show it: `permission (description)`.
+pub(crate) fn entitlement_text(e: &StoredRow) -> String {
+    match (e.get("permission"), e.get("description")) {
+        (Some(p), Some(d)) => format!("{p} ({d})"),
+        (Some(p), None) => p.to_string(),
+        (None, _) => e.key.clone(),
     }
 }
 
@@ -196,14 +206,7 @@ pub fn render(db: &StateDb, key: &DocKey) -> Result<Option<Document>, StoreError
             }
             let ents = src.live_where("entitlements", "role_id", &key.key)?;
             if !ents.is_empty() {
-                let items: Vec<String> = ents
-                    .iter()
-                    .map(|e| match (e.get("permission"), e.get("description")) {
-                        (Some(p), Some(d)) => format!("{p} ({d})"),
-                        (Some(p), None) => p.to_string(),
-                        (None, _) => e.key.clone(),
-                    })
-                    .collect();
+                let items: Vec<String> = ents.iter().map(entitlement_text).collect();
                 text.push_str(&format!("\nGrants: {}.", items.join("; ")));
             }
             let mut conflicts = Vec::new();

@@ -12,6 +12,7 @@ use super::understand::Intent;
 use super::validate::{Checked, RoleCheck};
 use crate::catalog::AppFacts;
 use crate::index::Hit;
+use crate::ingest::render::sentence;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -49,15 +50,6 @@ impl Generator for Grounded {
 
     async fn generate(&self, g: &Grounding<'_>) -> Result<String, GenerateError> {
         Ok(grounded_answer(g))
-    }
-}
-
-fn sentence(s: &str) -> String {
-    let s = s.trim();
-    if s.is_empty() || s.ends_with(['.', '!', '?']) {
-        s.to_string()
-    } else {
-        format!("{s}.")
     }
 }
 
