@@ -211,7 +211,9 @@ impl Chat {
             if u.kind == EntityKind::Role && u.closest.len() < 3 {
                 for h in passages.iter().filter(|h| h.kind == "role") {
                     let id = h.metadata.get("role_id").and_then(|v| v.as_str()).unwrap_or(&h.id).to_string();
-                    if u.closest.len() < 3 && !u.closest.iter().any(|r| r.id == id) {
+                    // The index may lag the catalogue: offer only roles the catalogue has.
+                    let real = matcher.lookup(EntityKind::Role, &id).is_some();
+                    if real && u.closest.len() < 3 && !u.closest.iter().any(|r| r.id == id) {
                         u.closest.push(crate::catalog::Ref { id, name: h.title.clone() });
                     }
                 }
