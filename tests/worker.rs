@@ -104,16 +104,18 @@ impl Aws {
         a.values().map(|v| v.parse::<u64>().unwrap()).sum()
     }
 
-    fn worker(&self, a: &Askiam) -> Value {
-        let out = a
-            .cmd()
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+    /// `askiam` pointed at moto through the SDK's own settings.
+    fn cmd(&self, a: &Askiam) -> std::process::Command {
+        let mut c = a.cmd();
+        c.env("AWS_ENDPOINT_URL", self.moto.endpoint())
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .args(["worker", "--queue-url", &self.queue, "--once"])
-            .output()
-            .unwrap();
+            .env("AWS_REGION", "us-east-1");
+        c
+    }
+
+    fn worker(&self, a: &Askiam) -> Value {
+        let out = self.cmd(a).args(["worker", "--queue-url", &self.queue, "--once"]).output().unwrap();
         assert!(out.status.success(), "askiam worker: {}", String::from_utf8_lossy(&out.stderr));
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         // One EMF line per batch; sum what the batches did.
@@ -250,15 +252,7 @@ async fn reconcile_finds_an_object_whose_notification_never_came() {
     aws.put("docs/guides/vpn.md", b"# VPN access\n\nThe network team grants VPN tokens.\n".to_vec()).await;
     assert_eq!(aws.depth(&aws.queue).await, 0);
     assert!(!found(&a, "vpn tokens network team", "doc:docs/guides/vpn.md"));
-    let out = a
-        .cmd()
-        .env("AWS_ENDPOINT_URL", aws.moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .args(["reconcile", "--bucket", BUCKET, "--json"])
-        .output()
-        .unwrap();
+    let out = aws.cmd(&a).args(["reconcile", "--bucket", BUCKET, "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["objects"], 1, "only the unseen object is applied: {s}");
