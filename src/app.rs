@@ -68,6 +68,23 @@ pub async fn writer(config: &Config) -> Result<Writer, BuildError> {
     Ok(Writer { pipeline: Arc::new(pipeline), lock })
 }
 
+/// The event worker over a writer's pipeline: S3 through the SDK's own configuration, the
+/// shared ledger when `worker.ledger_table` is set.
+pub async fn worker(config: &Config, pipeline: Arc<Pipeline>) -> crate::ingest::worker::Worker {
+    let w = &config.worker;
+    let ledger = match w.ledger_table.trim() {
+        "" => None,
+        table => Some(crate::ingest::ledger::DynamoLedger::connect(table).await),
+    };
+    crate::ingest::worker::Worker {
+        pipeline,
+        s3: crate::ingest::source::s3::client().await,
+        max_object_bytes: w.max_object_bytes,
+        ledger,
+        lease: std::time::Duration::from_secs(w.lease_secs.max(1)),
+    }
+}
+
 /// The chat orchestrator over the given index and embedder (shared with the writer when the
 /// server also ingests): the catalogue is live Postgres when `chat.database_url` is set, else
 /// the entity store.

@@ -43,11 +43,24 @@ pub struct WorkerConfig {
     pub visibility_secs: i32,
     /// Long-poll wait per receive (seconds, at most 20).
     pub wait_secs: i32,
+    /// DynamoDB table of the shared ledger (partition key `object` S, sort key `version` S);
+    /// empty: the ledger in the data dir. Needed when several workers (Lambdas) share one
+    /// index but not one data dir.
+    pub ledger_table: String,
+    /// How long a worker's claim on an object version holds in the shared ledger before
+    /// another worker may take it over (seconds): at least the Lambda's timeout.
+    pub lease_secs: u64,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { max_object_bytes: 1 << 30, visibility_secs: 0, wait_secs: 20 }
+        WorkerConfig {
+            max_object_bytes: 1 << 30,
+            visibility_secs: 0,
+            wait_secs: 20,
+            ledger_table: String::new(),
+            lease_secs: 900,
+        }
     }
 }
 

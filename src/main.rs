@@ -263,17 +263,24 @@ async fn run(command: Command, config: Config) -> Result<()> {
         Command::Worker { queue_url, once } => worker(config, queue_url, once).await,
         Command::Reconcile { bucket, prefix, json } => {
             let w = askiam::app::writer(&config).await?;
-            let s3 = askiam::ingest::source::s3::client().await;
-            let summary =
-                askiam::ingest::worker::reconcile(&w.pipeline, &s3, &bucket, &prefix, config.worker.max_object_bytes)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+            let worker = askiam::app::worker(&config, w.pipeline.clone()).await;
+            let summary = worker.reconcile(&bucket, &prefix).await.map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
+                let s = &summary.summary;
                 println!(
-                    "reconciled s3://{bucket}/{prefix}: {} objects applied, {} already applied, {} documents upserted, {} quarantined",
-                    summary.objects, summary.already_applied, summary.upserted, summary.quarantined
+                    "reconciled s3://{bucket}/{prefix}: {} objects applied, {} already applied, {} documents upserted, {} quarantined, {} failed",
+                    s.objects, s.already_applied, s.upserted, s.quarantined, summary.failed.len()
+                );
+                for f in &summary.failed {
+                    println!("  failed: {f}");
+                }
+            }
+            if !summary.failed.is_empty() {
+                anyhow::bail!(
+                    "{} objects failed (listed above); fix them and run reconcile again",
+                    summary.failed.len()
                 );
             }
             Ok(())
@@ -670,15 +677,11 @@ async fn quarantine(config: &Config, action: QuarantineAction) -> Result<()> {
 
 /// The long-running SQS poller (ECS/EC2); the Lambda is `askiam-ingest-lambda`.
 async fn worker(config: Config, queue_url: String, once: bool) -> Result<()> {
-    use askiam::ingest::worker::{Message, Outcome, Worker};
+    use askiam::ingest::worker::{Message, Outcome};
     let w = askiam::app::writer(&config).await?;
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let worker = Worker {
-        pipeline: w.pipeline.clone(),
-        s3: askiam::ingest::source::s3::client().await,
-        max_object_bytes: config.worker.max_object_bytes,
-    };
+    let worker = askiam::app::worker(&config, w.pipeline.clone()).await;
     let wait = if once { 1 } else { config.worker.wait_secs.clamp(0, 20) };
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut failures: std::collections::HashMap<String, u32> = std::collections::HashMap::new();

@@ -16,6 +16,8 @@ struct Aws {
     sqs: aws_sdk_sqs::Client,
     queue: String,
     dlq: String,
+    /// The shared ledger's DynamoDB table, when the workers are given one.
+    ledger: Option<String>,
 }
 
 const BUCKET: &str = "iam-exports";
@@ -81,7 +83,7 @@ async fn aws() -> Aws {
         .send()
         .await
         .unwrap();
-    Aws { moto, s3, sqs, queue, dlq }
+    Aws { moto, s3, sqs, queue, dlq, ledger: None }
 }
 
 impl Aws {
@@ -111,6 +113,9 @@ impl Aws {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1");
+        if let Some(t) = &self.ledger {
+            c.env("ASKIAM_WORKER_LEDGER_TABLE", t);
+        }
         c
     }
 
@@ -215,8 +220,13 @@ async fn the_lambda_handler_reports_only_failed_messages() {
     let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
     config.embed.provider = "hash".into();
     let w = askiam::app::writer(&config).await.unwrap();
-    let worker =
-        askiam::ingest::worker::Worker { pipeline: w.pipeline.clone(), s3: aws.s3.clone(), max_object_bytes: 1 << 20 };
+    let worker = askiam::ingest::worker::Worker {
+        pipeline: w.pipeline.clone(),
+        s3: aws.s3.clone(),
+        max_object_bytes: 1 << 20,
+        ledger: None,
+        lease: std::time::Duration::from_secs(60),
+    };
     let resp = askiam::ingest::worker::handle_sqs_event(&worker, event).await;
     let mut failed: Vec<String> = resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     failed.sort();
@@ -258,4 +268,130 @@ async fn reconcile_finds_an_object_whose_notification_never_came() {
     assert_eq!(s["objects"], 1, "only the unseen object is applied: {s}");
     assert_eq!(s["already_applied"], 1, "{s}");
     assert!(found(&a, "vpn tokens network team", "doc:docs/guides/vpn.md"));
+}
+
+impl Aws {
+    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "test"))
+                .endpoint_url(self.moto.endpoint())
+                .build(),
+        )
+    }
+
+    /// The ledger table as infra/ creates it.
+    async fn create_ledger(&mut self, table: &str) -> aws_sdk_dynamodb::Client {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let ddb = self.dynamodb();
+        let attr = |n: &str| {
+            AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().unwrap()
+        };
+        let key = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build().unwrap();
+        ddb.create_table()
+            .table_name(table)
+            .attribute_definitions(attr("object"))
+            .attribute_definitions(attr("version"))
+            .key_schema(key("object", KeyType::Hash))
+            .key_schema(key("version", KeyType::Range))
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+        self.ledger = Some(table.to_string());
+        ddb
+    }
+
+    /// Bodies of the messages waiting now, left on the queue.
+    async fn peek(&self) -> Vec<String> {
+        let got = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        got.messages().iter().map(|m| m.body().unwrap().to_string()).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_ledger_in_dynamodb_makes_a_redelivery_a_no_op_for_every_worker() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let mut aws = aws().await;
+    let ddb = aws.create_ledger("askiam-ledger").await;
+    // Two workers with separate data dirs (two Lambdas) and one ledger.
+    let (a, b) = (Askiam::new(), Askiam::new());
+    let key = "tenant-a/docs/guides/vpn guide.md";
+    aws.put(key, b"# VPN access\n\nThe network team grants VPN tokens.\n".to_vec()).await;
+    let body = aws.peek().await.into_iter().find(|b| b.contains("vpn")).expect("the object's notification");
+
+    let r = aws.worker(&a);
+    assert_eq!((r["MessagesFailed"].as_f64(), r["DocumentsUpserted"].as_f64()), (Some(0.0), Some(1.0)), "{r}");
+    let items = ddb.scan().table_name("askiam-ledger").send().await.unwrap().items.unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    let item = &items[0];
+    assert_eq!(item["object"], V::S(format!("s3://{BUCKET}/{key}")));
+    assert_eq!(item["status"], V::S("applied".into()));
+    assert_eq!(item["key"], V::S(key.into()));
+    assert!(item.contains_key("finished_at"), "{item:?}");
+    assert!(!item.contains_key("lease_until"), "the claim is released: {item:?}");
+    let counts: Value = serde_json::from_str(item["counts"].as_s().unwrap()).unwrap();
+    assert_eq!(counts["upserted"], 1);
+
+    // The same notification again, to the other worker: the ledger, not its own (empty)
+    // data dir, makes it a no-op — it does not even read the object.
+    aws.sqs.send_message().queue_url(&aws.queue).message_body(&body).send().await.unwrap();
+    let r = aws.worker(&b);
+    assert_eq!((r["MessagesFailed"].as_f64(), r["DocumentsUpserted"].as_f64()), (Some(0.0), Some(0.0)), "{r}");
+    assert!(!found(&b, "vpn tokens network team", "doc:docs/guides/vpn guide.md"));
+    // reconcile from that worker agrees: the object is known to the ledger.
+    let out = aws.cmd(&b).args(["reconcile", "--bucket", BUCKET, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((s["objects"].as_u64(), s["already_applied"].as_u64()), (Some(0), Some(1)), "{s}");
+
+    // A removed object's versions are no longer "applied": the same bytes uploaded again are
+    // applied again.
+    aws.s3.delete_object().bucket(BUCKET).key(key).send().await.unwrap();
+    let r = aws.worker(&a);
+    assert_eq!(r["DocumentsDeleted"].as_f64(), Some(1.0), "{r}");
+    let item = ddb.scan().table_name("askiam-ledger").send().await.unwrap().items.unwrap().remove(0);
+    assert_eq!(item["status"], V::S("removed".into()));
+    aws.put(key, b"# VPN access\n\nThe network team grants VPN tokens.\n".to_vec()).await;
+    let r = aws.worker(&a);
+    assert_eq!(r["DocumentsUpserted"].as_f64(), Some(1.0), "{r}");
+    assert!(found(&a, "vpn tokens network team", "doc:docs/guides/vpn guide.md"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_claims_are_conditional_writes_with_a_lease() {
+    use askiam::ingest::ledger::{Claim, DynamoLedger, S3Object};
+    use std::time::Duration;
+    let mut aws = aws().await;
+    let ledger = DynamoLedger::with_client(aws.create_ledger("claims").await, "claims");
+    let o = S3Object { bucket: BUCKET, key: "docs/a.md", etag: "e1", sequencer: Some("0055") };
+    assert_eq!(ledger.claim(&o, Duration::from_secs(60)).await.unwrap(), Claim::Mine);
+    let items = aws.dynamodb().scan().table_name("claims").send().await.unwrap().items.unwrap();
+    assert_eq!(items[0]["sequencer"].as_s().unwrap(), "0055");
+    assert_eq!(items[0]["status"].as_s().unwrap(), "in_progress");
+    // A second worker given the same message meanwhile is turned away.
+    assert!(matches!(ledger.claim(&o, Duration::from_secs(60)).await.unwrap(), Claim::Busy(_)));
+    // A failure releases the claim at once.
+    ledger.failed(&o, "boom").await.unwrap();
+    assert_eq!(ledger.claim(&o, Duration::from_secs(60)).await.unwrap(), Claim::Mine);
+    ledger.applied(&o, &serde_json::json!({"upserted": 1})).await.unwrap();
+    assert_eq!(ledger.claim(&o, Duration::from_secs(60)).await.unwrap(), Claim::Applied);
+    // Another version of the key is its own item.
+    let o2 = S3Object { etag: "e2", ..o.clone() };
+    assert_eq!(ledger.claim(&o2, Duration::from_millis(1)).await.unwrap(), Claim::Mine);
+    // A claim whose holder died (lease over) is taken over.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(ledger.claim(&o2, Duration::from_secs(60)).await.unwrap(), Claim::Mine);
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use askiam::config::Config;
-use askiam::ingest::worker::{handle_sqs_event, Worker};
+use askiam::ingest::worker::handle_sqs_event;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -17,11 +17,7 @@ async fn main() -> Result<(), Error> {
     askiam::lambda::init_tracing();
     let config = Config::load(None, std::env::vars())?;
     let w = askiam::app::writer(&config).await?;
-    let worker = Arc::new(Worker {
-        pipeline: w.pipeline.clone(),
-        s3: askiam::ingest::source::s3::client().await,
-        max_object_bytes: config.worker.max_object_bytes,
-    });
+    let worker = Arc::new(askiam::app::worker(&config, w.pipeline.clone()).await);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         async move { Ok::<_, Error>(handle_sqs_event(&worker, event.payload).await) }

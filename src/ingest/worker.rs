@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use super::events::{parse_message, Action, ObjectEvent, Parsed};
+use super::ledger::{Claim, DynamoLedger, S3Object};
 use super::source::s3::S3Source;
 use super::source::{ObjectRef, SourceError};
 use super::{route, IngestError, Pipeline, Summary};
@@ -80,6 +81,10 @@ pub struct Worker {
     pub pipeline: Arc<Pipeline>,
     pub s3: aws_sdk_s3::Client,
     pub max_object_bytes: u64,
+    /// The shared ledger; `None`: the data dir's own ledger (inside the pipeline) is enough.
+    pub ledger: Option<DynamoLedger>,
+    /// How long a claim in the shared ledger holds.
+    pub lease: std::time::Duration,
 }
 
 impl Worker {
@@ -133,61 +138,146 @@ impl Worker {
     async fn apply(&self, ev: &ObjectEvent) -> Result<Option<Summary>, String> {
         let Some(key) = route::object_key(&ev.key) else { return Ok(None) };
         match ev.action {
-            Action::Remove => self
-                .pipeline
-                .remove_object(&key, ev.version(), Guard::Version)
-                .await
-                .map(Some)
-                .map_err(|e| e.to_string()),
-            Action::Put => {
-                let prefix = &ev.key[..ev.key.len() - key.len()];
-                let source = S3Source::new(self.s3.clone(), &ev.bucket, prefix, self.max_object_bytes);
-                if let Some(v) = &ev.version_id {
-                    source.pin(&key, v);
+            Action::Remove => {
+                let summary =
+                    self.pipeline.remove_object(&key, ev.version(), Guard::Version).await.map_err(|e| e.to_string())?;
+                if let Some(ledger) = &self.ledger {
+                    ledger.removed(&ev.bucket, &ev.key).await.map_err(|e| e.to_string())?;
                 }
+                Ok(Some(summary))
+            }
+            Action::Put => {
+                // The ETag first: a bucket listing (`reconcile`) knows it too, and the same
+                // content uploaded again is the same version.
                 let version = ev
-                    .version_id
+                    .etag
                     .clone()
-                    .or_else(|| ev.etag.clone())
+                    .or_else(|| ev.version_id.clone())
                     .or_else(|| ev.sequencer.clone())
                     .unwrap_or_else(|| ev.time.to_rfc3339());
-                let obj = ObjectRef {
-                    key: key.clone(),
-                    version: version.trim_matches('"').to_string(),
-                    modified: ev.version(),
-                };
-                match self.pipeline.ingest_object(&source, &obj).await {
-                    Ok(summary) => {
-                        // Quarantined content fails the message every time it comes back, so
-                        // it ends in the dead-letter queue instead of being acknowledged.
-                        let open: Vec<String> = self
-                            .pipeline
-                            .state
-                            .quarantine_open()
-                            .map_err(|e| e.to_string())?
-                            .into_iter()
-                            .filter(|q| q.object == key)
-                            .map(|q| match q.line {
-                                Some(l) => format!("line {l}: {}", q.reason),
-                                None => q.reason,
-                            })
-                            .collect();
-                        if open.is_empty() {
-                            Ok(Some(summary))
-                        } else {
-                            Err(format!("quarantined: {}", open.join("; ")))
+                let version = version.trim_matches('"');
+                let shared =
+                    S3Object { bucket: &ev.bucket, key: &ev.key, etag: version, sequencer: ev.sequencer.as_deref() };
+                if let Some(ledger) = &self.ledger {
+                    match ledger.claim(&shared, self.lease).await.map_err(|e| e.to_string())? {
+                        Claim::Mine => {}
+                        Claim::Applied => {
+                            tracing::info!(version, "already applied (shared ledger)");
+                            return Ok(Some(Summary { already_applied: 1, ..Default::default() }));
+                        }
+                        Claim::Busy(until) => {
+                            return Err(format!("another worker is applying this version (claim held until {until})"))
                         }
                     }
-                    // Deleted before we got to it: its delete event removes what it left.
-                    Err(IngestError::Source(SourceError::Missing(what))) => {
-                        tracing::info!(%what, "object gone before it was read");
-                        Ok(Some(Summary::default()))
-                    }
-                    Err(e) => Err(e.to_string()),
                 }
+                let result = self.ingest(ev, &key, version).await;
+                if let Some(ledger) = &self.ledger {
+                    let recorded = match &result {
+                        Ok(s) => ledger.applied(&shared, &serde_json::to_value(s).unwrap_or_default()).await,
+                        Err(reason) => ledger.failed(&shared, reason).await,
+                    };
+                    recorded.map_err(|e| e.to_string())?;
+                }
+                result.map(Some)
             }
         }
     }
+
+    /// Reads one object version into the pipeline; quarantined content is an error, so the
+    /// message fails every time it comes back and ends in the dead-letter queue instead of
+    /// being acknowledged.
+    async fn ingest(&self, ev: &ObjectEvent, key: &str, version: &str) -> Result<Summary, String> {
+        let prefix = &ev.key[..ev.key.len() - key.len()];
+        let source = S3Source::new(self.s3.clone(), &ev.bucket, prefix, self.max_object_bytes);
+        if let Some(v) = &ev.version_id {
+            source.pin(key, v);
+        }
+        let obj = ObjectRef { key: key.to_string(), version: version.to_string(), modified: ev.version() };
+        match self.pipeline.ingest_object(&source, &obj).await {
+            Ok(summary) => {
+                let open: Vec<String> = self
+                    .pipeline
+                    .state
+                    .quarantine_open()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|q| q.object == key)
+                    .map(|q| match q.line {
+                        Some(l) => format!("line {l}: {}", q.reason),
+                        None => q.reason,
+                    })
+                    .collect();
+                if open.is_empty() {
+                    Ok(summary)
+                } else {
+                    Err(format!("quarantined: {}", open.join("; ")))
+                }
+            }
+            // Deleted before we got to it: its delete event removes what it left.
+            Err(IngestError::Source(SourceError::Missing(what))) => {
+                tracing::info!(%what, "object gone before it was read");
+                Ok(Summary::default())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Lists the bucket (under `prefix`) and applies every object the ledger has not:
+    /// notifications can be late or lost. Each object goes the way its notification would
+    /// (shared ledger included), so objects already applied are no-ops; full-export
+    /// manifests go last, as in a drop dir. An object that fails is reported and the rest
+    /// still land.
+    pub async fn reconcile(&self, bucket: &str, prefix: &str) -> Result<Reconciled, String> {
+        let mut listed = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                format!("listing s3://{bucket}/{prefix}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+            })?;
+            for o in page.contents() {
+                let (Some(key), Some(etag)) = (o.key(), o.e_tag()) else { continue };
+                let time = o
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                    .unwrap_or_default();
+                listed.push(ObjectEvent {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    action: Action::Put,
+                    version_id: None,
+                    etag: Some(etag.trim_matches('"').to_string()),
+                    sequencer: None,
+                    size: o.size(),
+                    time,
+                });
+            }
+        }
+        listed.sort_by_key(|e| (e.key.ends_with(route::MANIFEST), e.key.clone()));
+        let mut out = Reconciled::default();
+        for ev in listed {
+            let span = tracing::info_span!("reconcile", key = %ev.key, bucket = %ev.bucket);
+            match self.apply(&ev).instrument(span).await {
+                Ok(Some(s)) => out.summary.absorb(&s),
+                Ok(None) => {
+                    out.summary.skipped_files += 1;
+                    out.summary.skipped.push(format!("s3://{bucket}/{}: not under exports/ or docs/", ev.key));
+                }
+                Err(reason) => {
+                    tracing::warn!(key = %ev.key, %reason, "object failed");
+                    out.failed.push(format!("s3://{bucket}/{}: {reason}", ev.key));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What `reconcile` did; objects that failed are listed and the command exits non-zero.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Reconciled {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub failed: Vec<String>,
 }
 
 /// The SQS Lambda's handler: the batch's failed message ids as `batchItemFailures`, so
@@ -214,45 +304,4 @@ pub async fn handle_sqs_event(
         }
     }
     response
-}
-
-/// Lists the bucket (under `prefix`) and ingests every object the ledger has not applied:
-/// notifications can be late or lost. Objects already applied at the same version are
-/// no-ops; full-export manifests go last, as in a drop dir.
-pub async fn reconcile(
-    pipeline: &Pipeline,
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-    max_object_bytes: u64,
-) -> Result<Summary, String> {
-    let mut listed = Vec::new();
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| format!("listing s3://{bucket}/{prefix}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        for o in page.contents() {
-            let (Some(key), Some(etag)) = (o.key(), o.e_tag()) else { continue };
-            let time = o
-                .last_modified()
-                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-                .unwrap_or_default();
-            listed.push((key.to_string(), etag.trim_matches('"').to_string(), time));
-        }
-    }
-    listed.sort_by_key(|(k, _, _)| (k.ends_with("_MANIFEST.json"), k.clone()));
-    let mut total = Summary::default();
-    for (s3_key, etag, time) in listed {
-        let Some(key) = route::object_key(&s3_key) else {
-            total.skipped_files += 1;
-            total.skipped.push(format!("s3://{bucket}/{s3_key}: not under exports/ or docs/"));
-            continue;
-        };
-        let source = S3Source::new(s3.clone(), bucket, &s3_key[..s3_key.len() - key.len()], max_object_bytes);
-        let obj = ObjectRef { key: key.clone(), version: etag, modified: crate::model::Version::from_time(time, 0) };
-        let span = tracing::info_span!("reconcile", key = %key);
-        let s = pipeline.ingest_object(&source, &obj).instrument(span).await.map_err(|e| format!("{key}: {e}"))?;
-        total.absorb(&s);
-    }
-    Ok(total)
 }
