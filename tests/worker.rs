@@ -395,3 +395,62 @@ async fn ledger_claims_are_conditional_writes_with_a_lease() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(ledger.claim(&o2, Duration::from_secs(60)).await.unwrap(), Claim::Mine);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dms_parquet_change_files_in_the_bucket_are_applied() {
+    use askiam::ingest::format::parquet::{write_dms_parquet, Kind};
+    let aws = aws().await;
+    let a = Askiam::new();
+    a.ingest(&[&fixtures().join("exports/full")]);
+    assert!(found(&a, "hr analyst", "role:ROLE-0008"));
+
+    // What DMS writes for the roles table with DataFormat=parquet, snappy pages: a rename,
+    // a new role and a delete.
+    let columns = [
+        ("Op", Kind::Text),
+        ("commit_ts", Kind::Timestamp),
+        ("id", Kind::Text),
+        ("name", Kind::Text),
+        ("application_id", Kind::Text),
+        ("description", Kind::Text),
+        ("risk_level", Kind::Text),
+        ("requestable", Kind::Bool),
+        ("approver_group_id", Kind::Text),
+        ("updated_at", Kind::Timestamp),
+    ];
+    let t = "2026-11-25T10:15:00.000123Z";
+    let row = |op, id, name, desc| {
+        vec![
+            Some(op),
+            Some(t),
+            Some(id),
+            name,
+            Some("APP-0001"),
+            desc,
+            Some("low"),
+            Some("true"),
+            Some("AG-001"),
+            Some(t),
+        ]
+    };
+    let rows = vec![
+        row("U", "ROLE-0008", Some("People Insights Analyst"), Some("Read access to workforce dashboards.")),
+        row("I", "ROLE-9001", Some("Badge Printer Operator"), Some("Prints visitor badges at reception desks.")),
+        row("D", "ROLE-0001", None, None),
+    ];
+    let bytes = write_dms_parquet(&columns, &rows, parquet::basic::Compression::SNAPPY).unwrap();
+    aws.put("exports/changes/dms/iam/roles/20261125-101500123.parquet", bytes).await;
+    let r = aws.worker(&a);
+    assert_eq!(r["MessagesFailed"], 0.0, "{r}");
+    assert!(found(&a, "badge printer operator visitor badges", "role:ROLE-9001"));
+    let hits = a.search("people insights analyst", &["--k", "10"]);
+    let renamed = hits.iter().find(|h| h["id"] == "role:ROLE-0008").expect("the renamed role is found by its new name");
+    assert_eq!(renamed["title"], "People Insights Analyst", "{renamed}");
+    assert!(!found(&a, "workday viewer", "role:ROLE-0001"), "the deleted role is gone");
+
+    // A Parquet object that is not Parquet fails its message with the reason.
+    aws.put("exports/changes/dms/iam/roles/20261125-999.parquet", b"Op,id\nI,R1\n".to_vec()).await;
+    let out = aws.cmd(&a).args(["worker", "--queue-url", &aws.queue, "--once"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("not a readable Parquet file"), "{log}");
+}

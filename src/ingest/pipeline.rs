@@ -20,7 +20,7 @@ use super::format::{
     self,
     cdc::CdcReader,
     records::{RecordReader, RecordSpec},
-    table::{CsvTableReader, JsonlTableReader, RowVersion},
+    table::RowVersion,
     text,
 };
 use super::ledger::{APPLIED, PENDING};
@@ -270,19 +270,13 @@ impl Pipeline {
             }
             Route::TableChanges { table, format: tf } => {
                 let t = schema::table(&table).expect("route only names known tables");
-                let reader = format::open_reader(&obj.key, source.open(&obj.key).await?);
                 let policy = RowVersion::Column(self.config.dms_timestamp_column.clone());
-                let applied = match tf {
-                    TableFormat::Csv => match CsvTableReader::new(reader, t, policy) {
-                        Ok(rows) => self.apply_rows(&obj.key, rows, &mut problems, &mut summary).await,
-                        Err(p) => {
-                            problems.push(p);
-                            Ok(())
-                        }
-                    },
-                    TableFormat::Jsonl => {
-                        self.apply_rows(&obj.key, JsonlTableReader::new(reader, t, policy), &mut problems, &mut summary)
-                            .await
+                let raw = source.open(&obj.key).await?;
+                let applied = match format::table_rows(&obj.key, raw, &tf, t, policy).map_err(read_err(&obj.key))? {
+                    Ok(rows) => self.apply_rows(&obj.key, rows, &mut problems, &mut summary).await,
+                    Err(p) => {
+                        problems.push(p);
+                        Ok(())
                     }
                 };
                 undecodable_is_a_problem(applied, &mut problems)?;
@@ -652,21 +646,19 @@ impl Pipeline {
         summary: &mut Summary,
     ) -> Result<(), IngestError> {
         let SnapshotPart { table, object: part, version: snapshot, expected_rows } = *snap;
-        let reader = format::open_reader(&part.key, source.open(&part.key).await?);
         let policy = RowVersion::Fixed(snapshot);
-        let rows: Box<dyn Iterator<Item = std::io::Result<Result<SourceRow, Problem>>>> =
-            match route::classify(&part.key) {
-                Route::FullPart { format: TableFormat::Jsonl, .. } => {
-                    Box::new(JsonlTableReader::new(reader, table, policy))
-                }
-                _ => match CsvTableReader::new(reader, table, policy) {
-                    Ok(r) => Box::new(r),
-                    Err(p) => {
-                        problems.push(p);
-                        return Ok(());
-                    }
-                },
-            };
+        let format = match route::classify(&part.key) {
+            Route::FullPart { format, .. } => format,
+            _ => TableFormat::Csv,
+        };
+        let raw = source.open(&part.key).await?;
+        let rows = match format::table_rows(&part.key, raw, &format, table, policy).map_err(read_err(&part.key))? {
+            Ok(rows) => rows,
+            Err(p) => {
+                problems.push(p);
+                return Ok(());
+            }
+        };
         let mut seen: HashSet<String> = HashSet::new();
         let mut batch = Vec::with_capacity(self.config.batch_rows);
         for item in rows {

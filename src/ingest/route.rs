@@ -7,7 +7,8 @@
 //! - `exports/full/<run>/<table>.{csv,jsonl}[.gz]` — part of a full export, applied when the
 //!   run's `_MANIFEST.json` (its completion marker) is there;
 //! - `exports/changes/…` — incremental changes: own CDC JSONL, DMS CSV (`…/<table>/<file>.csv`
-//!   or `<table>.csv`), plain table CSV/JSONL named after the table;
+//!   or `<table>.csv`), DMS Parquet (the same, `.parquet`), plain table CSV/JSONL named after the
+//!   table;
 //! - `docs/…` — Markdown, text or HTML documents;
 //! - anything else is skipped and listed, never an error.
 
@@ -19,6 +20,8 @@ pub const MANIFEST: &str = "_MANIFEST.json";
 pub enum TableFormat {
     Csv,
     Jsonl,
+    /// AWS DMS `DataFormat=parquet`.
+    Parquet,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +77,7 @@ fn table_format(ext: &str) -> Option<TableFormat> {
     match ext.to_ascii_lowercase().as_str() {
         "csv" => Some(TableFormat::Csv),
         "jsonl" | "ndjson" | "json" => Some(TableFormat::Jsonl),
+        "parquet" => Some(TableFormat::Parquet),
         _ => None,
     }
 }
@@ -157,6 +161,10 @@ mod tests {
         assert_eq!(
             classify("exports/full/r1/_MANIFEST.json"),
             Route::Manifest { run: "r1".into(), run_key: "exports/full/r1".into() }
+        );
+        assert_eq!(
+            classify("exports/changes/dms/iam/user_roles/LOAD00000001.parquet"),
+            Route::TableChanges { table: "user_roles".into(), format: TableFormat::Parquet }
         );
         assert_eq!(classify("docs/guides/x.html"), Route::Doc(DocFormat::Html));
         assert!(matches!(classify("docs/x.pdf"), Route::Skip(_)));

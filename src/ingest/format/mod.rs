@@ -5,6 +5,7 @@
 //! the file still lands. Gzip is undone in [`open_reader`], below every format.
 
 pub mod cdc;
+pub mod parquet;
 pub mod records;
 pub mod table;
 pub mod text;
@@ -12,7 +13,11 @@ pub mod text;
 use std::io::{BufRead, BufReader, Read};
 
 use crate::ingest::quarantine::Problem;
-use crate::model::RowData;
+use crate::ingest::route::TableFormat;
+use crate::model::{RowData, SourceRow};
+use crate::schema::Table;
+use parquet::ParquetTableReader;
+use table::{CsvTableReader, JsonlTableReader, RowVersion};
 
 /// Wraps a raw object stream: gunzips `.gz` keys, buffers everything.
 pub fn open_reader(key: &str, raw: Box<dyn Read + Send>) -> Box<dyn BufRead + Send> {
@@ -21,6 +26,32 @@ pub fn open_reader(key: &str, raw: Box<dyn Read + Send>) -> Box<dyn BufRead + Se
     } else {
         Box::new(BufReader::with_capacity(256 * 1024, raw))
     }
+}
+
+/// The rows of a table file, whatever its format.
+pub type Rows = Box<dyn Iterator<Item = std::io::Result<Result<SourceRow, Problem>>> + Send>;
+
+/// Opens a table file of `format`: `Ok(Err(problem))` when the whole file is unusable (no
+/// header, not Parquet, a key column missing), `Err` when reading the object failed.
+pub fn table_rows(
+    key: &str,
+    raw: Box<dyn Read + Send>,
+    format: &TableFormat,
+    table: &'static Table,
+    policy: RowVersion,
+) -> std::io::Result<Result<Rows, Problem>> {
+    Ok(match format {
+        TableFormat::Csv => match CsvTableReader::new(open_reader(key, raw), table, policy) {
+            Ok(r) => Ok(Box::new(r)),
+            Err(p) => Err(p),
+        },
+        TableFormat::Jsonl => Ok(Box::new(JsonlTableReader::new(open_reader(key, raw), table, policy))),
+        TableFormat::Parquet => match ParquetTableReader::new(raw, table, policy) {
+            Ok(r) => Ok(Box::new(r)),
+            Err(Ok(p)) => Err(p),
+            Err(Err(io)) => return Err(io),
+        },
+    })
 }
 
 /// A JSON value as row text: strings as they are, scalars in their JSON spelling, nested

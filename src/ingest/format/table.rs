@@ -42,15 +42,75 @@ fn version_of(data: &RowData, policy: &RowVersion, line: u64) -> Result<Version,
     }
 }
 
+/// The columns of a table file and which of them describe the change rather than the row:
+/// DMS's `Op` (when it is the first column) and its commit timestamp. Shared by the CSV and
+/// the Parquet reader, so both read a DMS file the same way.
+pub(crate) struct Columns {
+    names: Vec<String>,
+    op_col: Option<usize>,
+    meta_cols: Vec<usize>,
+    table: &'static Table,
+    policy: RowVersion,
+}
+
+impl Columns {
+    /// Fails when a key column of the table is missing.
+    pub(crate) fn new(names: Vec<String>, table: &'static Table, policy: RowVersion) -> Result<Self, String> {
+        let op_col = names.iter().position(|h| h.eq_ignore_ascii_case("op")).filter(|&i| i == 0);
+        let mut meta_cols: Vec<usize> = op_col.into_iter().collect();
+        if let RowVersion::Column(c) = &policy {
+            meta_cols.extend(names.iter().position(|h| h == c));
+        }
+        if let Some(key) = table.key.iter().find(|k| !names.iter().any(|h| h == *k)) {
+            return Err(format!("no key column {key:?} for table {}", table.name));
+        }
+        Ok(Columns { names, op_col, meta_cols, table, policy })
+    }
+
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// One row from its values in column order (`None` is NULL); `line` orders rows that
+    /// share a commit timestamp.
+    pub(crate) fn row(
+        &self,
+        values: impl IntoIterator<Item = Result<Option<String>, String>>,
+        line: u64,
+    ) -> Result<SourceRow, String> {
+        let mut data = RowData::new();
+        let mut op = Op::Upsert;
+        let mut version_data = RowData::new();
+        for (i, value) in values.into_iter().enumerate() {
+            let value = value?;
+            let name = self.names.get(i).ok_or_else(|| format!("more values than the {} columns", self.names.len()))?;
+            if Some(i) == self.op_col {
+                op = match value.as_deref().map(str::trim) {
+                    Some("I" | "U") => Op::Upsert,
+                    Some("D") => Op::Delete,
+                    other => return Err(format!("unknown DMS Op {:?} (expected I, U or D)", other.unwrap_or(""))),
+                };
+                continue;
+            }
+            if self.meta_cols.contains(&i) {
+                version_data.insert(name.clone(), value);
+            } else {
+                if name == "updated_at" {
+                    version_data.insert(name.clone(), value.clone());
+                }
+                data.insert(name.clone(), value);
+            }
+        }
+        let version = version_of(&version_data, &self.policy, line)?;
+        let key = self.table.key_of(&data).map_err(|col| format!("row has no value for key column {col:?}"))?;
+        Ok(SourceRow { table: self.table.name.to_string(), key, op, version, data })
+    }
+}
+
 /// Streams the rows of a CSV table file.
 pub struct CsvTableReader<R: std::io::Read> {
     csv: csv::Reader<R>,
-    table: &'static Table,
-    policy: RowVersion,
-    headers: Vec<String>,
-    op_col: Option<usize>,
-    /// Columns that describe the change rather than the row (DMS's Op and timestamp).
-    meta_cols: Vec<usize>,
+    columns: Columns,
     record: csv::ByteRecord,
 }
 
@@ -68,54 +128,26 @@ impl<R: std::io::Read> CsvTableReader<R> {
             .iter()
             .map(|h| h.trim().to_string())
             .collect();
-        let op_col = headers.iter().position(|h| h.eq_ignore_ascii_case("op")).filter(|&i| i == 0);
-        let mut meta_cols: Vec<usize> = op_col.into_iter().collect();
-        if let RowVersion::Column(c) = &policy {
-            meta_cols.extend(headers.iter().position(|h| h == c));
-        }
-        for key in table.key {
-            if !headers.iter().any(|h| h == key) {
-                return Err(Problem {
-                    line: Some(1),
-                    reason: format!("CSV header has no key column {key:?} for table {}", table.name),
-                    content: headers.join(","),
-                });
-            }
-        }
-        Ok(CsvTableReader { csv, table, policy, headers, op_col, meta_cols, record: csv::ByteRecord::new() })
+        let content = headers.join(",");
+        let columns = Columns::new(headers, table, policy).map_err(|reason| Problem {
+            line: Some(1),
+            reason: format!("CSV header has {reason}"),
+            content,
+        })?;
+        Ok(CsvTableReader { csv, columns, record: csv::ByteRecord::new() })
     }
 
     fn row(&self, line: u64) -> Result<SourceRow, Problem> {
-        let content = self.record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>().join(",");
-        let bad = |reason: String| problem(line, reason, &content);
-        let mut data = RowData::new();
-        let mut op = Op::Upsert;
-        let mut version_data = RowData::new();
-        for (i, field) in self.record.iter().enumerate() {
-            let text = std::str::from_utf8(field).map_err(|e| bad(format!("column {} is not UTF-8: {e}", i + 1)))?;
-            let name = &self.headers[i];
-            if Some(i) == self.op_col {
-                op = match text.trim() {
-                    "I" | "U" => Op::Upsert,
-                    "D" => Op::Delete,
-                    other => return Err(bad(format!("unknown DMS Op {other:?} (expected I, U or D)"))),
-                };
-                continue;
-            }
+        let values = self.record.iter().enumerate().map(|(i, field)| {
+            let text = std::str::from_utf8(field).map_err(|e| format!("column {} is not UTF-8: {e}", i + 1))?;
             // Postgres and DMS write NULL as an empty unquoted field.
-            let value = if text.is_empty() { None } else { Some(text.to_string()) };
-            if self.meta_cols.contains(&i) {
-                version_data.insert(name.clone(), value);
-            } else {
-                if name == "updated_at" {
-                    version_data.insert(name.clone(), value.clone());
-                }
-                data.insert(name.clone(), value);
-            }
-        }
-        let version = version_of(&version_data, &self.policy, line).map_err(bad)?;
-        let key = self.table.key_of(&data).map_err(|col| bad(format!("row has no value for key column {col:?}")))?;
-        Ok(SourceRow { table: self.table.name.to_string(), key, op, version, data })
+            Ok((!text.is_empty()).then(|| text.to_string()))
+        });
+        self.columns.row(values, line).map_err(|reason| {
+            let content =
+                self.record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>().join(",");
+            problem(line, reason, &content)
+        })
     }
 }
 
