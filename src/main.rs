@@ -230,7 +230,8 @@ fn main() -> Result<()> {
     }
     let cli = Cli::parse();
     // A server's progress is its log; a one-shot command speaks through its output.
-    init_tracing(if matches!(cli.command, Command::Serve { .. }) { "askiam=info,warn" } else { "askiam=warn,warn" });
+    let long_running = matches!(cli.command, Command::Serve { .. } | Command::Worker { .. });
+    init_tracing(if long_running { "askiam=info,warn" } else { "askiam=warn,warn" });
     let mut config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
     if let Some(d) = cli.data_dir {
         config.data_dir = d;
@@ -741,9 +742,9 @@ async fn worker(config: Config, queue_url: String, once: bool) -> Result<()> {
         let mut entries = Vec::new();
         for (i, (m, o)) in msgs.iter().zip(&outcomes).enumerate() {
             match o {
-                Outcome::Failed(reason) => {
+                // `Worker::process` logged why, with the object's key.
+                Outcome::Failed(_) => {
                     *failures.entry(m.message_id().unwrap_or_default().to_string()).or_insert(0u32) += 1;
-                    tracing::warn!(message_id = m.message_id().unwrap_or_default(), %reason, "left on the queue for retry");
                 }
                 _ => entries.push(
                     aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()

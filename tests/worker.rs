@@ -448,9 +448,61 @@ async fn dms_parquet_change_files_in_the_bucket_are_applied() {
     assert_eq!(renamed["title"], "People Insights Analyst", "{renamed}");
     assert!(!found(&a, "workday viewer", "role:ROLE-0001"), "the deleted role is gone");
 
-    // A Parquet object that is not Parquet fails its message with the reason.
-    aws.put("exports/changes/dms/iam/roles/20261125-999.parquet", b"Op,id\nI,R1\n".to_vec()).await;
-    let out = aws.cmd(&a).args(["worker", "--queue-url", &aws.queue, "--once"]).output().unwrap();
+    // A Parquet object that is not Parquet fails its message with the reason — in JSON logs
+    // (what CloudWatch gets) whose every line about an object names its key.
+    let bad_key = "exports/changes/dms/iam/roles/20261125-999.parquet";
+    aws.put(bad_key, b"Op,id\nI,R1\n".to_vec()).await;
+    let out = aws
+        .cmd(&a)
+        .env("ASKIAM_LOG_FORMAT", "json")
+        .env("ASKIAM_LOG", "askiam=debug")
+        .args(["worker", "--queue-url", &aws.queue, "--once"])
+        .output()
+        .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("not a readable Parquet file"), "{log}");
+    eprintln!("{log}");
+    let lines: Vec<Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let about_object: Vec<&Value> = lines.iter().filter(|l| l["spans"].is_array()).collect();
+    assert!(about_object.len() >= 2, "{log}");
+    for l in &about_object {
+        assert_eq!(l["span"]["key"], bad_key, "{l}");
+    }
+    assert!(
+        about_object
+            .iter()
+            .any(|l| l["fields"]["reason"].as_str().unwrap_or("").contains("not a readable Parquet file")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_follows_the_queue_and_stops_cleanly_on_sigterm() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let aws = aws().await;
+    let a = Askiam::new();
+    let mut child = aws
+        .cmd(&a)
+        .env("ASKIAM_LOG", "askiam=info")
+        .args(["worker", "--queue-url", &aws.queue])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    aws.put("docs/guides/ok.md", b"# Badge access\n\nBadges are issued by facilities.\n".to_vec()).await;
+    support::wait_for("the poller to index the object", Duration::from_secs(60), || {
+        found(&a, "badge access facilities", "doc:docs/guides/ok.md").then_some(())
+    });
+    // Now idle in a 20-second long poll: SIGTERM must end it without waiting that out.
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = support::wait_for("the poller to exit", Duration::from_secs(15), || child.try_wait().unwrap());
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(log.contains("shutting down between batches"), "{log}");
+    assert_eq!(aws.depth(&aws.queue).await, 0, "the applied message was deleted");
 }

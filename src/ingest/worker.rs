@@ -111,9 +111,7 @@ impl Worker {
             if matches!(outcomes[i], Some(Outcome::Failed(_))) {
                 continue; // one failed event fails its message; the rest is redone on retry
             }
-            let span =
-                tracing::info_span!("object_event", key = %ev.key, bucket = %ev.bucket, message_id = %messages[i].id);
-            match self.apply(&ev).instrument(span).await {
+            match self.apply(&ev).instrument(span_of(&ev, &messages[i])).await {
                 Ok(Some(s)) => {
                     report.summary.absorb(&s);
                     let lag = (chrono::Utc::now() - ev.time).num_milliseconds() as f64 / 1000.0;
@@ -124,7 +122,8 @@ impl Worker {
                     outcomes[i].get_or_insert(Outcome::Ignored(format!("{}: not under exports/ or docs/", ev.key)));
                 }
                 Err(reason) => {
-                    tracing::warn!(key = %ev.key, %reason, "object failed");
+                    let _in = span_of(&ev, &messages[i]).entered();
+                    tracing::warn!(%reason, "object failed; its message is left for retry");
                     outcomes[i] = Some(Outcome::Failed(format!("{}: {reason}", ev.key)));
                 }
             }
@@ -280,6 +279,11 @@ pub struct Reconciled {
     pub failed: Vec<String>,
 }
 
+/// Every log line about an object carries its key (JSON logs: in `span`).
+fn span_of(ev: &ObjectEvent, m: &Message) -> tracing::Span {
+    tracing::info_span!("object_event", key = %ev.key, bucket = %ev.bucket, message_id = %m.id)
+}
+
 /// The SQS Lambda's handler: the batch's failed message ids as `batchItemFailures`, so
 /// only they are retried (enable `ReportBatchItemFailures` on the event source mapping).
 pub async fn handle_sqs_event(
@@ -296,8 +300,8 @@ pub async fn handle_sqs_event(
     println!("{}", report.emf("lambda"));
     let mut response = SqsBatchResponse::default();
     for (m, o) in batch.iter().zip(outcomes) {
-        if let Outcome::Failed(reason) = o {
-            tracing::warn!(message_id = %m.id, %reason, "failed; reported for retry");
+        // `Worker::process` logged why, with the object's key.
+        if let Outcome::Failed(_) = o {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = m.id.clone();
             response.batch_item_failures.push(failure);
