@@ -197,6 +197,11 @@ async fn a_client_without_limits_is_throttled_but_loses_nothing() {
     assert_eq!(server.accepted().len(), 60, "each text accepted exactly once");
     assert!(server.throttled() > 0, "the stand-in never throttled: the test proves nothing");
     assert_eq!(embedder.limiter().stats().throttled() as usize, server.throttled());
+    assert_eq!(
+        embedder.retries() as usize,
+        server.throttled(),
+        "every throttled call was retried (the worker's metric)"
+    );
 }
 
 #[tokio::test]

@@ -245,6 +245,10 @@ impl Embedder for BedrockEmbedder {
     fn count_tokens(&self, text: &str) -> usize {
         estimate_tokens(text)
     }
+    fn retries(&self) -> u64 {
+        self.limiter.stats().retries()
+    }
+
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.limiter.in_batches(texts, self.batch_limit(), |batch| self.embed_batch(batch, kind)).await
     }

@@ -160,6 +160,10 @@ impl Embedder for QueryCache {
         self.inner.count_tokens(text)
     }
 
+    fn retries(&self) -> u64 {
+        self.inner.retries()
+    }
+
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         if kind != InputKind::Query {
             return self.inner.embed(texts, kind).await;

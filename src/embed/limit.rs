@@ -113,6 +113,10 @@ impl LimiterStats {
     pub fn exhausted(&self) -> u64 {
         self.exhausted.load(Ordering::Relaxed)
     }
+    /// Attempts that were retries: every throttled attempt but the ones given up on.
+    pub fn retries(&self) -> u64 {
+        self.throttled().saturating_sub(self.exhausted())
+    }
 }
 
 /// The shared gate in front of one provider; every call of every batch passes through it.
@@ -300,6 +304,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(limiter.stats().throttled(), 4);
         assert_eq!(limiter.stats().exhausted(), 1);
+        assert_eq!(limiter.stats().retries(), 3, "the three attempts after the first");
     }
 
     #[tokio::test]

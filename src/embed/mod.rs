@@ -44,4 +44,9 @@ pub trait Embedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> usize;
     /// Embeds a batch; the result has one vector of `dims()` per input, in order.
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// Calls retried after throttling since this embedder was made (remote providers; the
+    /// worker reports it as a metric).
+    fn retries(&self) -> u64 {
+        0
+    }
 }

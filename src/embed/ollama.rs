@@ -173,6 +173,10 @@ impl Embedder for OllamaEmbedder {
     fn count_tokens(&self, text: &str) -> usize {
         estimate_tokens(text)
     }
+    fn retries(&self) -> u64 {
+        self.limiter.stats().retries()
+    }
+
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.limiter.in_batches(texts, self.batch_size, |batch| self.embed_batch(batch, kind)).await
     }

@@ -67,6 +67,9 @@ pub struct Summary {
     pub skipped_files: usize,
     pub embedded_texts: u64,
     pub embedding_calls: u64,
+    /// Embedding calls retried after the provider throttled them.
+    #[serde(default)]
+    pub embedding_retries: u64,
     pub seconds: f64,
     /// Objects applied in this run.
     pub objects: usize,
@@ -96,6 +99,7 @@ impl Summary {
         self.rows += o.rows;
         self.embedded_texts += o.embedded_texts;
         self.embedding_calls += o.embedding_calls;
+        self.embedding_retries += o.embedding_retries;
         self.skipped.extend(o.skipped.iter().cloned());
         self.generation = self.generation.max(o.generation);
     }
@@ -187,9 +191,9 @@ impl Pipeline {
         Pipeline { state, index, embedder, config, progress: false }
     }
 
-    fn counters(&self) -> (u64, u64) {
+    fn counters(&self) -> (u64, u64, u64) {
         let c = &self.embedder.counters;
-        (c.texts.load(Ordering::Relaxed), c.calls.load(Ordering::Relaxed))
+        (c.texts.load(Ordering::Relaxed), c.calls.load(Ordering::Relaxed), self.embedder.model().retries())
     }
 
     /// Runs `f` and fills in the timing and embedding counters of its summary.
@@ -198,11 +202,12 @@ impl Pipeline {
         F: std::future::Future<Output = Result<Summary, IngestError>>,
     {
         let start = Instant::now();
-        let (t0, c0) = self.counters();
+        let (t0, c0, r0) = self.counters();
         let mut s = f.await?;
-        let (t1, c1) = self.counters();
+        let (t1, c1, r1) = self.counters();
         s.embedded_texts = t1 - t0;
         s.embedding_calls = c1 - c0;
+        s.embedding_retries = r1 - r0;
         s.seconds = start.elapsed().as_secs_f64();
         s.generation = self.index.generation().await?;
         Ok(s)

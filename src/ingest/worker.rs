@@ -57,6 +57,7 @@ impl BatchReport {
             ("Quarantined", s.quarantined as f64, "Count"),
             ("EmbeddingCalls", s.embedding_calls as f64, "Count"),
             ("EmbeddedTexts", s.embedded_texts as f64, "Count"),
+            ("EmbeddingRetries", s.embedding_retries as f64, "Count"),
             ("SecondsToIndexed", self.max_lag_seconds, "Seconds"),
         ];
         let mut v = serde_json::json!({
