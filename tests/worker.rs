@@ -506,3 +506,68 @@ async fn the_poller_follows_the_queue_and_stops_cleanly_on_sigterm() {
     assert!(log.contains("shutting down between batches"), "{log}");
     assert_eq!(aws.depth(&aws.queue).await, 0, "the applied message was deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_versioned_bucket_is_read_at_the_events_version() {
+    use askiam::ingest::worker::{Message, Worker};
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let aws = aws().await;
+    let a = Askiam::new();
+    aws.s3
+        .put_bucket_versioning()
+        .bucket(BUCKET)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .unwrap();
+    let key = "docs/guides/badges.md";
+    aws.put(key, b"# Badge access\n\nBadges are issued by the facilities team.\n".to_vec()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    aws.put(key, b"# Badge access\n\nBadges are now issued by the security desk.\n".to_vec()).await;
+    // Real S3 puts the object's versionId into the notification of a versioned bucket; moto
+    // leaves it out, so add it as S3 would (matched by ETag).
+    let versions = aws.s3.list_object_versions().bucket(BUCKET).prefix(key).send().await.unwrap();
+    let mut bodies: Vec<String> = aws
+        .peek()
+        .await
+        .into_iter()
+        .filter(|b| b.contains("badges.md"))
+        .map(|b| {
+            let mut v: Value = serde_json::from_str(&b).unwrap();
+            let object = &mut v["Records"][0]["s3"]["object"];
+            let etag = object["eTag"].as_str().unwrap().to_string();
+            let version = versions.versions().iter().find(|x| x.e_tag().unwrap().trim_matches('"') == etag).unwrap();
+            object["versionId"] = version.version_id().unwrap().into();
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    bodies.sort_by_key(|b| serde_json::from_str::<Value>(b).unwrap()["Records"][0]["eventTime"].to_string());
+    let (first, second) =
+        (Message { id: "m1".into(), body: bodies[0].clone() }, Message { id: "m2".into(), body: bodies[1].clone() });
+
+    let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
+    config.embed.provider = "hash".into();
+    let w = askiam::app::writer(&config).await.unwrap();
+    let worker = Worker {
+        pipeline: w.pipeline.clone(),
+        s3: aws.s3.clone(),
+        max_object_bytes: 1 << 20,
+        ledger: None,
+        lease: std::time::Duration::from_secs(60),
+    };
+    let text = |a: &Askiam| {
+        let hits = a.search("badge access", &["--k", "5"]);
+        hits.iter().find(|h| h["id"] == format!("doc:{key}")).map(|h| h["text"].as_str().unwrap().to_string())
+    };
+    // The first event, handled after the second upload: the bytes of its own version.
+    let (out, _) = worker.process(std::slice::from_ref(&first)).await;
+    assert_eq!(out, vec![askiam::ingest::worker::Outcome::Done]);
+    assert!(text(&a).unwrap().contains("facilities team"), "{:?}", text(&a));
+    worker.process(std::slice::from_ref(&second)).await;
+    assert!(text(&a).unwrap().contains("security desk"), "{:?}", text(&a));
+    // The first event again, late: the newer version stays.
+    let (_, report) = worker.process(std::slice::from_ref(&first)).await;
+    assert_eq!(report.summary.upserted, 0, "{report:?}");
+    assert!(text(&a).unwrap().contains("security desk"), "{:?}", text(&a));
+}
