@@ -60,6 +60,39 @@ fn unchanged_reingest_and_reindex_change_nothing() {
     assert_eq!(kinds(&after), kinds(&before));
 }
 
+#[test]
+fn switching_the_model_takes_a_reindex_that_rebuilds_every_vector() {
+    let a = Askiam::new();
+    a.ingest(&[&fixtures()]);
+    let before = a.stats();
+    assert_eq!(before["model"], "hash-v1-384");
+    let other = |args: &[&str]| a.cmd().env("ASKIAM_EMBED_DIMS", "128").args(args).output().unwrap();
+
+    // Another model may neither search nor write the index built by the first.
+    for args in [&["search", "payroll administrator"][..], &["ingest", fixtures().to_str().unwrap()]] {
+        let out = other(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} worked with another model");
+        assert!(err.contains("hash-v1-384") && err.contains("askiam reindex"), "{args:?}: {err}");
+    }
+
+    // reindex with the new model re-embeds everything into a new generation.
+    let out = other(&["reindex", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["embedded_texts"], before["chunks"], "every chunk embedded again: {r}");
+    let stats: serde_json::Value = serde_json::from_slice(&other(&["stats", "--json"]).stdout).unwrap();
+    assert_eq!((stats["model"].as_str(), stats["dims"].as_u64()), (Some("hash-v1-128"), Some(128)), "{stats}");
+    assert_eq!(kinds(&stats), kinds(&before));
+    let out = other(&["search", "payroll administrator", "--json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Payroll Administrator"));
+    // Once more with the same model: nothing to embed (the content-hash cache).
+    let r: serde_json::Value = serde_json::from_slice(&other(&["reindex", "--json"]).stdout).unwrap();
+    assert_eq!(r["embedded_texts"], 0, "{r}");
+    // The first model is now the stranger.
+    assert!(!a.cmd().args(["search", "payroll administrator"]).output().unwrap().status.success());
+}
+
 /// Every change file of the fixtures.
 fn change_files() -> Vec<PathBuf> {
     walk(&fixtures().join("exports/changes"))

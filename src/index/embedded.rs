@@ -891,6 +891,18 @@ fn search_in(tx: &Transaction, caches: &mut Caches, req: &SearchRequest, weights
         return Ok(Vec::new());
     }
     let live = live(tx)?;
+    if let Some(v) = &req.vector {
+        let other_model = matches!((&req.model, &live.model), (Some(asked), Some(built)) if asked != built);
+        if other_model || live.dims.is_some_and(|d| d != v.len()) {
+            return Err(IndexError::ModelMismatch {
+                built: live.model.clone().unwrap_or_default(),
+                built_dims: live.dims.unwrap_or(0),
+                requested: req.model.clone().unwrap_or_default(),
+                requested_dims: v.len(),
+            }
+            .into());
+        }
+    }
     let key = request_key(req, weights);
     let results = match &mut caches.results {
         Some(r) if r.generation == live.gen.0 && r.revision == live.revision => r,
@@ -1458,6 +1470,15 @@ mod tests {
         assert!(matches!(err, IndexError::ModelMismatch { built_dims: 4, requested_dims: 8, .. }), "{err}");
         let info = idx.info().await.unwrap();
         assert_eq!((info.model.as_deref(), info.dims), (Some("test-model"), Some(DIMS)));
+        // Queries too: a vector from another model (or of another length) is refused.
+        let mut q = query("t", Some(vec![0.5; DIMS]), 3);
+        q.model = Some("test-model".into());
+        assert_eq!(idx.search(&q).await.unwrap().len(), 1);
+        q.model = Some("other".into());
+        assert!(matches!(idx.search(&q).await, Err(IndexError::ModelMismatch { .. })));
+        let wrong_length = query("t", Some(vec![0.5; 8]), 3);
+        assert!(matches!(idx.search(&wrong_length).await, Err(IndexError::ModelMismatch { requested_dims: 8, .. })));
+        assert_eq!(idx.search(&query("t", None, 3)).await.unwrap().len(), 1, "keywords alone need no model");
     }
 
     #[tokio::test]

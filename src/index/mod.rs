@@ -116,6 +116,9 @@ pub struct SearchRequest {
     pub text: String,
     /// The query embedded with `InputKind::Query`; `None` searches by keywords only.
     pub vector: Option<Vec<f32>>,
+    /// The model that embedded `vector`: an index built by another model refuses it, since
+    /// similarities between two models' vectors mean nothing.
+    pub model: Option<String>,
     pub k: usize,
     /// Only these kinds (empty: all).
     pub kinds: Vec<String>,

@@ -258,6 +258,7 @@ pub async fn search(
     let req = SearchRequest {
         text: expand_query(text),
         vector,
+        model: Some(embedder.model_id().to_string()),
         k: (k * CANDIDATES_PER_HIT).max(20),
         kinds: filters.kinds.clone(),
         application: filters.application.clone(),
