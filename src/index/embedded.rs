@@ -940,22 +940,7 @@ fn search_uncached(
         None => Vec::new(),
     };
 
-    // Reciprocal rank fusion over chunks; a chunk absent from one list just gets nothing from it.
-    let mut fused: HashMap<i64, (f64, String)> = HashMap::new();
-    for (list, weight) in [(&keyword, keyword_weight), (&vector, vector_weight)] {
-        for (rank, (rid, doc)) in list.iter().enumerate() {
-            let entry = fused.entry(*rid).or_insert_with(|| (0.0, doc.clone()));
-            entry.0 += weight / (RRF_K + rank as f64 + 1.0);
-        }
-    }
-    // The best chunk stands for its document; ties go to the lower row id, for determinism.
-    let mut best: HashMap<String, (f64, i64)> = HashMap::new();
-    for (rid, (score, doc)) in fused {
-        let slot = best.entry(doc).or_insert((f64::NEG_INFINITY, i64::MAX));
-        if score > slot.0 || (score == slot.0 && rid < slot.1) {
-            *slot = (score, rid);
-        }
-    }
+    let best = fuse_documents(&[(&keyword, keyword_weight), (&vector, vector_weight)]);
     let mut ranked: Vec<(String, f64, i64)> = best.into_iter().map(|(id, (s, rid))| (id, s, rid)).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked.truncate(req.k);
@@ -964,6 +949,29 @@ fn search_uncached(
         hits.extend(load_hit(tx, live.gen, rid, score)?);
     }
     Ok(hits)
+}
+
+/// Reciprocal rank fusion over documents: in each list a document ranks where its best chunk
+/// does, so the keyword evidence of one chunk (a permission list) and the vector evidence of
+/// another (the description) add up. The chunk shown is the one that earned the most.
+fn fuse_documents(lists: &[(&Vec<(i64, String)>, f64)]) -> HashMap<String, (f64, i64)> {
+    // doc → (score, best single contribution, its chunk)
+    let mut docs: HashMap<String, (f64, f64, i64)> = HashMap::new();
+    for (list, weight) in lists {
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (rid, doc) in list.iter() {
+            if !seen.insert(doc.as_str()) {
+                continue;
+            }
+            let part = weight / (RRF_K + seen.len() as f64);
+            let slot = docs.entry(doc.clone()).or_insert((0.0, f64::NEG_INFINITY, i64::MAX));
+            slot.0 += part;
+            if part > slot.1 || (part == slot.1 && *rid < slot.2) {
+                (slot.1, slot.2) = (part, *rid);
+            }
+        }
+    }
+    docs.into_iter().map(|(d, (score, _, rid))| (d, (score, rid))).collect()
 }
 
 /// Turns free text into a safe FTS5 expression: words, stop words dropped (unless nothing
@@ -1456,6 +1464,19 @@ mod tests {
         assert_eq!(ids(&idx.search(&req).await.unwrap()), ["r:1"]);
         req.kinds = vec!["document".into()];
         assert!(idx.search(&req).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn documents_are_fused_by_their_best_chunk_in_each_list() {
+        let l = |v: &[(i64, &str)]| v.iter().map(|(r, d)| (*r, d.to_string())).collect::<Vec<_>>();
+        // y: keywords found its permission chunk (21) first, vectors its description (22)
+        // second; z has one chunk, first by vector and fifth by keywords.
+        let keyword = l(&[(21, "y"), (40, "q"), (41, "r"), (42, "s"), (30, "z")]);
+        let vector = l(&[(30, "z"), (22, "y"), (23, "y"), (31, "w")]);
+        let fused = fuse_documents(&[(&keyword, 1.0), (&vector, 3.0)]);
+        assert!(fused["y"].0 > fused["z"].0, "two chunks' evidence adds up: {fused:?}");
+        assert_eq!(fused["y"].1, 22, "the chunk that earned the most is shown");
+        assert_eq!(fused["w"].0, 3.0 / (RRF_K + 3.0), "y's second chunk does not push w down");
     }
 
     #[tokio::test]
