@@ -394,6 +394,60 @@ async fn ledger_claims_are_conditional_writes_with_a_lease() {
     // A claim whose holder died (lease over) is taken over.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(ledger.claim(&o2, Duration::from_secs(60)).await.unwrap(), Claim::Mine);
+    // An object deleted before it was read is released, not applied.
+    ledger.gone(&o2).await.unwrap();
+    assert_eq!(ledger.claim(&o2, Duration::from_secs(60)).await.unwrap(), Claim::Mine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_put_event_for_a_deleted_object_does_not_block_its_reupload() {
+    use askiam::ingest::ledger::DynamoLedger;
+    use askiam::ingest::worker::{Message, Worker};
+    let mut aws = aws().await;
+    let ledger = DynamoLedger::with_client(aws.create_ledger("late").await, "late");
+    let a = Askiam::new();
+    let key = "docs/guides/vpn.md";
+    let body = b"# VPN access\n\nThe network team grants VPN tokens.\n".to_vec();
+    aws.put(key, body.clone()).await;
+    aws.s3.delete_object().bucket(BUCKET).key(key).send().await.unwrap();
+    let msgs: Vec<Message> = aws
+        .peek()
+        .await
+        .into_iter()
+        .filter(|b| b.contains("vpn.md"))
+        .enumerate()
+        .map(|(i, body)| Message { id: format!("m{i}"), body })
+        .collect();
+    let (put, delete): (Vec<_>, Vec<_>) = msgs.into_iter().partition(|m| m.body.contains("ObjectCreated"));
+    assert_eq!((put.len(), delete.len()), (1, 1));
+
+    let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
+    config.embed.provider = "hash".into();
+    let w = askiam::app::writer(&config).await.unwrap();
+    let worker = Worker {
+        pipeline: w.pipeline.clone(),
+        s3: aws.s3.clone(),
+        max_object_bytes: 1 << 20,
+        ledger: Some(ledger),
+        lease: std::time::Duration::from_secs(60),
+    };
+    // The delete arrives first, the put's notification late: the object is gone by then.
+    worker.process(&delete).await;
+    let (out, _) = worker.process(&put).await;
+    assert_eq!(out, vec![askiam::ingest::worker::Outcome::Done]);
+    // The same bytes uploaded again are read and indexed, not taken for already applied.
+    aws.put(key, body).await;
+    let again: Vec<Message> = aws
+        .peek()
+        .await
+        .into_iter()
+        .filter(|b| b.contains("vpn.md") && b.contains("ObjectCreated"))
+        .map(|body| Message { id: "m9".into(), body })
+        .collect();
+    let (_, report) = worker.process(&again).await;
+    assert_eq!(report.summary.upserted, 1, "{report:?}");
+    drop(w);
+    assert!(found(&a, "vpn tokens network team", "doc:docs/guides/vpn.md"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

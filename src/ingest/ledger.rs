@@ -161,8 +161,9 @@ impl StateDb {
 /// workers given the same notification (SQS delivers at least once) do not both apply it;
 /// the claim is a lease, so a worker that dies mid-object does not block it for good. Once
 /// the documents are in the index the item turns `applied` and every later delivery of the
-/// same version is a no-op. A removed object's items turn `removed`, so the same content
-/// uploaded again is applied again.
+/// same version is a no-op. A removed object's items turn `removed`, and an event read after
+/// its object was deleted or overwritten (a late notification) is released as `gone`, never
+/// `applied` — either way the same content uploaded again is applied again.
 #[derive(Clone, Debug)]
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
@@ -204,6 +205,7 @@ pub struct LedgerError {
 pub const IN_PROGRESS: &str = "in_progress";
 pub const FAILED: &str = "failed";
 pub const REMOVED: &str = "removed";
+pub const GONE: &str = "gone";
 
 impl DynamoLedger {
     /// A client configured the SDK's own way (region, credentials, `AWS_ENDPOINT_URL`).
@@ -284,6 +286,12 @@ impl DynamoLedger {
     /// Marks `o` applied with what it did; from now on its deliveries are no-ops.
     pub async fn applied(&self, o: &S3Object<'_>, counts: &serde_json::Value) -> Result<(), LedgerError> {
         self.finish(o, APPLIED, counts, None).await
+    }
+
+    /// The object was deleted (or superseded) before this event was handled: released, not
+    /// applied, so the same bytes uploaded again are read then.
+    pub async fn gone(&self, o: &S3Object<'_>) -> Result<(), LedgerError> {
+        self.finish(o, GONE, &serde_json::json!({}), None).await
     }
 
     /// Releases the claim with the reason, so the next delivery tries again at once.

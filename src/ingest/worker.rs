@@ -173,20 +173,23 @@ impl Worker {
                 let result = self.ingest(ev, &key, version).await;
                 if let Some(ledger) = &self.ledger {
                     let recorded = match &result {
-                        Ok(s) => ledger.applied(&shared, &serde_json::to_value(s).unwrap_or_default()).await,
+                        Ok(Some(s)) => ledger.applied(&shared, &serde_json::to_value(s).unwrap_or_default()).await,
+                        // Not "applied": the same bytes uploaded again must be read then.
+                        Ok(None) => ledger.gone(&shared).await,
                         Err(reason) => ledger.failed(&shared, reason).await,
                     };
                     recorded.map_err(|e| e.to_string())?;
                 }
-                result.map(Some)
+                result.map(|s| Some(s.unwrap_or_default()))
             }
         }
     }
 
     /// Reads one object version into the pipeline; quarantined content is an error, so the
     /// message fails every time it comes back and ends in the dead-letter queue instead of
-    /// being acknowledged.
-    async fn ingest(&self, ev: &ObjectEvent, key: &str, version: &str) -> Result<Summary, String> {
+    /// being acknowledged. `None`: the object was deleted, or everything read was older than
+    /// the index (a late event), so nothing is recorded as applied.
+    async fn ingest(&self, ev: &ObjectEvent, key: &str, version: &str) -> Result<Option<Summary>, String> {
         let prefix = &ev.key[..ev.key.len() - key.len()];
         let source = S3Source::new(self.s3.clone(), &ev.bucket, prefix, self.max_object_bytes);
         if let Some(v) = &ev.version_id {
@@ -207,16 +210,23 @@ impl Worker {
                         None => q.reason,
                     })
                     .collect();
-                if open.is_empty() {
-                    Ok(summary)
-                } else {
+                if !open.is_empty() {
                     Err(format!("quarantined: {}", open.join("; ")))
+                } else if summary.documents > 0 && summary.stale == summary.documents {
+                    // Everything it holds is older than the index: a delete or a newer upload
+                    // came first (this event is late). Not recorded as applied — the same
+                    // bytes uploaded again are a new version and must be read then.
+                    tracing::info!("superseded: a newer event for this key was applied first");
+                    self.pipeline.state.ledger_forget(key).map_err(|e| e.to_string())?;
+                    Ok(None)
+                } else {
+                    Ok(Some(summary))
                 }
             }
             // Deleted before we got to it: its delete event removes what it left.
             Err(IngestError::Source(SourceError::Missing(what))) => {
                 tracing::info!(%what, "object gone before it was read");
-                Ok(Summary::default())
+                Ok(None)
             }
             Err(e) => Err(e.to_string()),
         }
