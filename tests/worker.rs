@@ -217,16 +217,7 @@ async fn the_lambda_handler_reports_only_failed_messages() {
         serde_json::from_value(serde_json::json!({"Records": records})).unwrap();
     event.records.push(serde_json::from_value(serde_json::json!({"messageId": "garbage-1", "body": "hello"})).unwrap());
 
-    let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
-    config.embed.provider = "hash".into();
-    let w = askiam::app::writer(&config).await.unwrap();
-    let worker = askiam::ingest::worker::Worker {
-        pipeline: w.pipeline.clone(),
-        s3: aws.s3.clone(),
-        max_object_bytes: 1 << 20,
-        ledger: None,
-        lease: std::time::Duration::from_secs(60),
-    };
+    let (w, worker) = aws.in_process(&a, None).await;
     let resp = askiam::ingest::worker::handle_sqs_event(&worker, event).await;
     let mut failed: Vec<String> = resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     failed.sort();
@@ -271,6 +262,26 @@ async fn reconcile_finds_an_object_whose_notification_never_came() {
 }
 
 impl Aws {
+    /// The worker core in this process over `a`'s data dir (hash embedder), as the Lambda
+    /// runs it; the writer holds the data dir's lock until dropped.
+    async fn in_process(
+        &self,
+        a: &Askiam,
+        ledger: Option<askiam::ingest::ledger::DynamoLedger>,
+    ) -> (askiam::app::Writer, askiam::ingest::worker::Worker) {
+        let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
+        config.embed.provider = "hash".into();
+        let w = askiam::app::writer(&config).await.unwrap();
+        let worker = askiam::ingest::worker::Worker {
+            pipeline: w.pipeline.clone(),
+            s3: self.s3.clone(),
+            max_object_bytes: 1 << 20,
+            ledger,
+            lease: std::time::Duration::from_secs(60),
+        };
+        (w, worker)
+    }
+
     fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::Config::builder()
@@ -402,7 +413,7 @@ async fn ledger_claims_are_conditional_writes_with_a_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_put_event_for_a_deleted_object_does_not_block_its_reupload() {
     use askiam::ingest::ledger::DynamoLedger;
-    use askiam::ingest::worker::{Message, Worker};
+    use askiam::ingest::worker::Message;
     let mut aws = aws().await;
     let ledger = DynamoLedger::with_client(aws.create_ledger("late").await, "late");
     let a = Askiam::new();
@@ -421,16 +432,7 @@ async fn a_late_put_event_for_a_deleted_object_does_not_block_its_reupload() {
     let (put, delete): (Vec<_>, Vec<_>) = msgs.into_iter().partition(|m| m.body.contains("ObjectCreated"));
     assert_eq!((put.len(), delete.len()), (1, 1));
 
-    let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
-    config.embed.provider = "hash".into();
-    let w = askiam::app::writer(&config).await.unwrap();
-    let worker = Worker {
-        pipeline: w.pipeline.clone(),
-        s3: aws.s3.clone(),
-        max_object_bytes: 1 << 20,
-        ledger: Some(ledger),
-        lease: std::time::Duration::from_secs(60),
-    };
+    let (w, worker) = aws.in_process(&a, Some(ledger)).await;
     // The delete arrives first, the put's notification late: the object is gone by then.
     worker.process(&delete).await;
     let (out, _) = worker.process(&put).await;
@@ -563,7 +565,7 @@ async fn the_poller_follows_the_queue_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_versioned_bucket_is_read_at_the_events_version() {
-    use askiam::ingest::worker::{Message, Worker};
+    use askiam::ingest::worker::Message;
     use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
     let aws = aws().await;
     let a = Askiam::new();
@@ -600,16 +602,7 @@ async fn a_versioned_bucket_is_read_at_the_events_version() {
     let (first, second) =
         (Message { id: "m1".into(), body: bodies[0].clone() }, Message { id: "m2".into(), body: bodies[1].clone() });
 
-    let mut config = askiam::config::Config { data_dir: a.data_dir(), ..Default::default() };
-    config.embed.provider = "hash".into();
-    let w = askiam::app::writer(&config).await.unwrap();
-    let worker = Worker {
-        pipeline: w.pipeline.clone(),
-        s3: aws.s3.clone(),
-        max_object_bytes: 1 << 20,
-        ledger: None,
-        lease: std::time::Duration::from_secs(60),
-    };
+    let (_w, worker) = aws.in_process(&a, None).await;
     let text = |a: &Askiam| {
         let hits = a.search("badge access", &["--k", "5"]);
         hits.iter().find(|h| h["id"] == format!("doc:{key}")).map(|h| h["text"].as_str().unwrap().to_string())

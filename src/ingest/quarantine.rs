@@ -60,15 +60,24 @@ impl StateDb {
     }
 
     pub fn quarantine_open(&self) -> Result<Vec<Quarantined>, StoreError> {
+        self.quarantined(None)
+    }
+
+    /// The open entries of one object (the worker asks after every object it applies).
+    pub fn quarantine_open_for(&self, object: &str) -> Result<Vec<Quarantined>, StoreError> {
+        self.quarantined(Some(object))
+    }
+
+    fn quarantined(&self, object: Option<&str>) -> Result<Vec<Quarantined>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, object, path, line, reason, content, at FROM quarantine
-                 WHERE resolved = 0 ORDER BY object, line, id",
+                 WHERE resolved = 0 AND (?1 IS NULL OR object = ?1) ORDER BY object, line, id",
             )
             .map_err(|e| self.sql_err(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([object], |r| {
                 Ok(Quarantined {
                     id: r.get(0)?,
                     object: r.get(1)?,

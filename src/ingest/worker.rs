@@ -201,10 +201,9 @@ impl Worker {
                 let open: Vec<String> = self
                     .pipeline
                     .state
-                    .quarantine_open()
+                    .quarantine_open_for(key)
                     .map_err(|e| e.to_string())?
                     .into_iter()
-                    .filter(|q| q.object == key)
                     .map(|q| match q.line {
                         Some(l) => format!("line {l}: {}", q.reason),
                         None => q.reason,

@@ -56,12 +56,8 @@ impl ParquetTableReader {
     }
 
     fn row(&self, row: &Row) -> Result<SourceRow, Problem> {
-        let by_name: std::collections::HashMap<&str, &Field> =
-            row.get_column_iter().map(|(n, f)| (n.as_str(), f)).collect();
-        let values = self.columns.names().iter().map(|n| match by_name.get(n.as_str()) {
-            Some(f) => field_text(n, f),
-            None => Ok(None),
-        });
+        // A row's columns come in the schema's order, the order `columns` was built from.
+        let values = row.get_column_iter().map(|(n, f)| field_text(n, f));
         self.columns.row(values, self.row_no).map_err(|reason| problem(self.row_no, reason, &row.to_string()))
     }
 }

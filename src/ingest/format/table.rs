@@ -67,10 +67,6 @@ impl Columns {
         Ok(Columns { names, op_col, meta_cols, table, policy })
     }
 
-    pub(crate) fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// One row from its values in column order (`None` is NULL); `line` orders rows that
     /// share a commit timestamp.
     pub(crate) fn row(
