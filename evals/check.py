@@ -8,10 +8,11 @@ Checks, per set:
   * every line is a JSON object with exactly the keys q, expect, split;
   * q is a non-empty string, expect a non-empty list of unique strings;
   * every expected id exists exactly (case-sensitive) in the corpus;
-  * the set has exactly 80 questions (40 for a hold-out set), no duplicate questions;
+  * the set has exactly 80 questions, no duplicate questions;
   * split follows the fixed rule (line 1 dev, line 2 test, line 3 dev, ...),
-    which gives exactly 40 dev / 40 test; every line of a hold-out set is "holdout",
-    and none of its questions repeats one of the main set.
+    which gives exactly 40 dev / 40 test;
+  * the sets written later by another hand (hold-out: 40, dev2: 60) have their size, one
+    split name on every line, and no question of a set checked before them.
 It also warns (without failing) when an expected id is a non-GA GCP role or a
 deprecated AWS policy. Stdlib only.
 """
@@ -23,12 +24,14 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 EXPECTED_COUNT = 80
-HOLDOUT_COUNT = 40
 
 SETS = [
-    # (eval file, corpus file, id field in the corpus, hold-out set written later by another hand)
-    ("gcp_roles.jsonl", "gcp_roles.jsonl", "id", "gcp_roles_holdout.jsonl"),
-    ("aws_policies.jsonl", "aws_managed_policies.jsonl", "name", "aws_policies_holdout.jsonl"),
+    # (eval file, corpus file, id field in the corpus, [(set written later by another hand,
+    #  its one split name, its size)])
+    ("gcp_roles.jsonl", "gcp_roles.jsonl", "id",
+     [("gcp_roles_holdout.jsonl", "holdout", 40), ("gcp_roles_dev2.jsonl", "dev2", 60)]),
+    ("aws_policies.jsonl", "aws_managed_policies.jsonl", "name",
+     [("aws_policies_holdout.jsonl", "holdout", 40), ("aws_policies_dev2.jsonl", "dev2", 60)]),
 ]
 
 
@@ -47,11 +50,12 @@ def expected_split(lineno):
     return "dev" if lineno % 2 == 1 else "test"
 
 
-def check_set(eval_path, corpus, errors, warnings, holdout_of=None):
-    """holdout_of: the main set's questions, when eval_path is its hold-out set."""
+def check_set(eval_path, corpus, errors, warnings, extra_of=None, extra_split=None, extra_count=None):
+    """extra_of: the questions of the sets checked before, when eval_path is a later set
+    whose lines all have split `extra_split`."""
     name = os.path.basename(eval_path)
-    counts = {"holdout": 0} if holdout_of is not None else {"dev": 0, "test": 0}
-    seen_q = set(holdout_of or ())
+    counts = {extra_split: 0} if extra_of is not None else {"dev": 0, "test": 0}
+    seen_q = set(extra_of or ())
     n = 0
     with open(eval_path, encoding="utf-8") as f:
         lines = f.read().split("\n")
@@ -96,12 +100,12 @@ def check_set(eval_path, corpus, errors, warnings, holdout_of=None):
             errors.append(f"{where}: split must be one of {sorted(counts)}, got {split!r}")
         else:
             counts[split] += 1
-            if holdout_of is None and split != expected_split(lineno):
+            if extra_of is None and split != expected_split(lineno):
                 errors.append(f"{where}: split {split!r} breaks the fixed rule (want {expected_split(lineno)!r})")
-    want = EXPECTED_COUNT if holdout_of is None else HOLDOUT_COUNT
+    want = EXPECTED_COUNT if extra_of is None else extra_count
     if n != want:
         errors.append(f"{name}: {n} questions, want {want}")
-    if holdout_of is None and (counts["dev"] != want // 2 or counts["test"] != want // 2):
+    if extra_of is None and (counts["dev"] != want // 2 or counts["test"] != want // 2):
         errors.append(f"{name}: split is {counts['dev']} dev / {counts['test']} test, want {want // 2}/{want // 2}")
     return n, counts, seen_q
 
@@ -111,7 +115,7 @@ def main():
     ap.add_argument("--corpora", default=os.path.join(REPO, "..", "shared", "corpora"))
     args = ap.parse_args()
     errors, warnings = [], []
-    for eval_file, corpus_file, id_field, holdout_file in SETS:
+    for eval_file, corpus_file, id_field, later in SETS:
         corpus_path = os.path.join(args.corpora, corpus_file)
         eval_path = os.path.join(HERE, eval_file)
         if not os.path.exists(corpus_path):
@@ -121,8 +125,10 @@ def main():
         n, counts, questions = check_set(eval_path, corpus, errors, warnings)
         print(f"{eval_file}: {n} questions, {counts['dev']} dev / {counts['test']} test "
               f"(corpus {corpus_file}: {len(corpus)} records)")
-        n, _, _ = check_set(os.path.join(HERE, holdout_file), corpus, errors, warnings, holdout_of=questions)
-        print(f"{holdout_file}: {n} hold-out questions")
+        for later_file, split, size in later:
+            n, _, more = check_set(os.path.join(HERE, later_file), corpus, errors, warnings, questions, split, size)
+            questions |= more
+            print(f"{later_file}: {n} questions, split {split}")
     for w in warnings:
         print(f"warning: {w}")
     for e in errors:

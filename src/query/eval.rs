@@ -39,7 +39,8 @@ pub struct Question {
 pub struct Outcome {
     pub q: String,
     pub expect: Vec<String>,
-    /// Rank (1-based) of the first expected id within the top 10.
+    /// Rank (1-based) of the first expected id among all hits fetched (`max(k, 10)`);
+    /// MRR@10 counts it only within the top 10.
     pub rank: Option<usize>,
     pub recall: f64,
     pub top: Vec<String>,
@@ -91,7 +92,7 @@ fn summarize<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> (usize, f64, f6
     for o in outcomes {
         n += 1;
         recall += o.recall;
-        rr += o.rank.map(|r| 1.0 / r as f64).unwrap_or(0.0);
+        rr += o.rank.filter(|r| *r <= 10).map(|r| 1.0 / r as f64).unwrap_or(0.0);
     }
     if n == 0 {
         return (0, 0.0, 0.0);
@@ -110,7 +111,8 @@ pub async fn evaluate(
     for q in questions {
         let hits = retrieve::search(index, embedder, &q.q, k.max(10), filters).await?;
         let ids: Vec<String> = hits.into_iter().map(|h| h.id).collect();
-        let rank = ids.iter().take(10).position(|id| q.expect.contains(id)).map(|p| p + 1);
+        // The rank within everything fetched (at least 10), so a miss shows how far off it is.
+        let rank = ids.iter().position(|id| q.expect.contains(id)).map(|p| p + 1);
         let recall = if ids.iter().take(k).any(|id| q.expect.contains(id)) { 1.0 } else { 0.0 };
         outcomes.push(Outcome {
             q: q.q.clone(),
