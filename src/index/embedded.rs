@@ -978,9 +978,11 @@ fn fuse_documents(lists: &[(&Vec<(i64, String)>, f64)]) -> HashMap<String, (f64,
 /// else is left), each quoted as a string, joined with OR. `None` when there are no words.
 fn fts_query(text: &str) -> Option<String> {
     let lower = text.to_lowercase();
+    let tokens: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let compounds = compound_forms(&tokens);
     let mut seen = HashSet::new();
     let words: Vec<&str> =
-        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && seen.insert(*w)).collect();
+        tokens.iter().copied().chain(compounds.iter().map(String::as_str)).filter(|w| seen.insert(*w)).collect();
     let content: Vec<&str> = words.iter().copied().filter(|w| !STOP_WORDS.contains(w)).collect();
     let chosen = if content.is_empty() { words } else { content };
     if chosen.is_empty() {
@@ -990,6 +992,26 @@ fn fts_query(text: &str) -> Option<String> {
     let terms: Vec<String> =
         chosen.iter().take(MAX_QUERY_TERMS).map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect();
     Some(terms.join(" OR "))
+}
+
+/// Product names are written both ways ("Route 53", "route53"; "Windows 10"): a word of
+/// three or more letters followed by digits also matches as the phrase of its two parts,
+/// and a word followed by a number also as the two run together.
+fn compound_forms(tokens: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in tokens {
+        let letters = w.len() - w.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        if letters >= 3 && letters < w.len() && w[letters..].bytes().all(|b| b.is_ascii_digit()) {
+            out.push(format!("{} {}", &w[..letters], &w[letters..]));
+        }
+    }
+    for pair in tokens.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.len() >= 3 && a.bytes().all(|c| c.is_ascii_alphabetic()) && b.bytes().all(|c| c.is_ascii_digit()) {
+            out.push(format!("{a}{b}"));
+        }
+    }
+    out
 }
 
 fn keyword_ranks(tx: &Transaction, g: Gen, query: &str, filter: &Filter, depth: usize) -> R<Vec<(i64, String)>> {
@@ -1425,6 +1447,10 @@ mod tests {
         assert_eq!(ids(&idx.search(&query(r#""foo" OR -bar:* ("#, None, 5)).await.unwrap()), ["r:1"]);
         assert_eq!(fts_query("Who can approve the payments?").as_deref(), Some(r#""approve" OR "payments""#));
         assert_eq!(fts_query("who is it").as_deref(), Some(r#""who" OR "is" OR "it""#));
+        // Product names written both ways match both ways.
+        assert_eq!(fts_query("route53 zones").as_deref(), Some(r#""route53" OR "zones" OR "route 53""#));
+        assert_eq!(fts_query("Route 53").as_deref(), Some(r#""route" OR "53" OR "route53""#));
+        assert_eq!(fts_query("s3 ec2").as_deref(), Some(r#""s3" OR "ec2""#));
     }
 
     #[tokio::test]

@@ -91,7 +91,10 @@ impl Settings<'_> {
             .map(|t| (t, false))
             .collect::<Vec<_>>();
         for (name, value) in &rest {
-            if let Some(t) = field_text(value).filter(|t| !t.trim().is_empty()) {
+            if let Some(mut t) = field_text(value).filter(|t| !t.trim().is_empty()) {
+                if let Some(words) = identifier_words(value) {
+                    t.push_str(&format!("\n{words}"));
+                }
                 texts.push((format!("{name}: {t}"), true));
             }
         }
@@ -163,10 +166,11 @@ pub fn summarize_identifiers(v: &serde_json::Value, room: usize, count: &dyn Fn(
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for item in items {
         let (subject, verb) = item.rsplit_once(['.', ':']).unwrap_or((item, ""));
-        let subject = subject.replace(['.', ':'], " ");
+        let subject = subject.split(['.', ':']).map(camel_words).collect::<Vec<_>>().join(" ");
+        let verb = camel_words(verb);
         match groups.iter_mut().find(|(s, _)| *s == subject) {
-            Some((_, verbs)) => verbs.push(verb.to_string()),
-            None => groups.push((subject, vec![verb.to_string()])),
+            Some((_, verbs)) => verbs.push(verb),
+            None => groups.push((subject, vec![verb])),
         }
     }
     groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
@@ -180,6 +184,30 @@ pub fn summarize_identifiers(v: &serde_json::Value, room: usize, count: &dyn Fn(
         out = candidate;
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// One identifier segment in lower-case words: `hmacKeys` → "hmac keys",
+/// `ChangeResourceRecordSets` → "change resource record sets". A question says "HMAC keys",
+/// never `hmacKeys`, and neither keyword search nor the embedder's word pieces split it.
+fn camel_words(segment: &str) -> String {
+    humanize_identifier(segment).unwrap_or_else(|| segment.to_string()).to_lowercase()
+}
+
+/// The words hidden in a list of identifiers' camel-case segments, each once
+/// (`storage.hmacKeys.create`, `s3:GetObject` → "hmac keys get object"), so keyword search
+/// finds what the identifiers name. `None` when the list has no such segments.
+fn identifier_words(v: &serde_json::Value) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = Vec::new();
+    for item in v.as_array()?.iter().filter_map(|i| i.as_str()) {
+        for segment in item.split(['.', ':', '/']) {
+            let words = camel_words(segment);
+            if words.contains(' ') && seen.insert(segment) {
+                out.push(words);
+            }
+        }
+    }
+    (!out.is_empty()).then(|| out.join(", "))
 }
 
 fn scalar_text(v: &serde_json::Value) -> Option<String> {
@@ -228,6 +256,15 @@ mod tests {
         assert_eq!(humanize_identifier("IAMFullAccess").as_deref(), Some("IAM Full Access"));
         assert_eq!(humanize_identifier("Storage Object Viewer"), None);
         assert_eq!(humanize_identifier("Jira"), None);
+    }
+
+    #[test]
+    fn camel_case_identifiers_are_found_by_their_words() {
+        let perms = serde_json::json!(["storage.hmacKeys.create", "storage.hmacKeys.list", "iam.roles.getIamPolicy"]);
+        assert_eq!(identifier_words(&perms).as_deref(), Some("hmac keys, get iam policy"));
+        let summary = summarize_identifiers(&perms, 100, &estimate_tokens).unwrap();
+        assert_eq!(summary, "storage hmac keys: create, list; iam roles: get iam policy");
+        assert_eq!(identifier_words(&serde_json::json!(["storage.objects.get"])), None);
     }
 
     #[test]
