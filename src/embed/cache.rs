@@ -164,6 +164,10 @@ impl Embedder for QueryCache {
         self.inner.retries()
     }
 
+    fn in_process(&self) -> bool {
+        self.inner.in_process()
+    }
+
     async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         if kind != InputKind::Query {
             return self.inner.embed(texts, kind).await;

@@ -47,6 +47,10 @@ impl HashEmbedder {
 
 #[async_trait]
 impl Embedder for HashEmbedder {
+    fn in_process(&self) -> bool {
+        true
+    }
+
     fn model_id(&self) -> &str {
         &self.id
     }

@@ -191,6 +191,10 @@ impl MiniLm {
 
 #[async_trait]
 impl Embedder for MiniLm {
+    fn in_process(&self) -> bool {
+        true
+    }
+
     fn model_id(&self) -> &str {
         MODEL_ID
     }

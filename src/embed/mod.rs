@@ -49,4 +49,23 @@ pub trait Embedder: Send + Sync {
     fn retries(&self) -> u64 {
         0
     }
+    /// Runs in this process, with no quota or per-call cost: worth using for bulk side work
+    /// (the action catalogue in `query::grants`) at query time.
+    fn in_process(&self) -> bool {
+        false
+    }
+}
+
+/// A dot product in eight independent lanes: the compiler may not reorder a plain f32 sum,
+/// so a single accumulator runs at one add per cycle; eight vectorise.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

@@ -1068,7 +1068,7 @@ fn vector_ranks(
         .chunks_exact(dims)
         .enumerate()
         .filter(|(i, _)| allowed[c.owners[*i]])
-        .map(|(i, row)| (dot(row, query), i))
+        .map(|(i, row)| (crate::embed::dot(row, query), i))
         .collect();
     // Vectors are L2-normalised, so the dot product is the cosine.
     let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
@@ -1078,20 +1078,6 @@ fn vector_ranks(
     }
     scored.sort_by(order);
     Ok(scored.into_iter().map(|(_, i)| (c.rids[i], c.docs[c.owners[i]].id.clone())).collect())
-}
-
-/// A dot product in eight independent lanes: the compiler may not reorder a plain f32 sum,
-/// so a single accumulator runs at one add per cycle; eight vectorise.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 impl VectorCache {

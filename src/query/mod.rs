@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod eval;
 pub mod generate;
+pub mod grants;
 pub mod log;
 pub mod retrieve;
 pub mod understand;

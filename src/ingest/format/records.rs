@@ -155,18 +155,19 @@ pub fn humanize_identifier(s: &str) -> Option<String> {
     (words.len() > 1).then(|| words.join(" "))
 }
 
-/// A list of dotted or colon-separated identifiers (`storage.objects.get`, `s3:GetObject`)
-/// summarised by what they act on: "storage objects: get, list; storage buckets: get",
-/// largest groups first, within `room` tokens. `None` for anything else.
+/// A list of dotted, colon- or slash-separated identifiers (`storage.objects.get`,
+/// `s3:GetObject`, `Microsoft.Storage/storageAccounts/read`) summarised by what they act on,
+/// in words: "storage objects: get, list; storage buckets: get", largest groups first, within
+/// `room` tokens. `None` for anything else.
 pub fn summarize_identifiers(v: &serde_json::Value, room: usize, count: &dyn Fn(&str) -> usize) -> Option<String> {
     let items: Vec<&str> = v.as_array()?.iter().filter_map(|i| i.as_str()).collect();
-    if items.is_empty() || room < 8 || !items.iter().all(|i| !i.contains(' ') && (i.contains('.') || i.contains(':'))) {
+    if items.is_empty() || room < 8 || !items.iter().all(|i| !i.contains(' ') && i.contains(['.', ':', '/'])) {
         return None;
     }
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for item in items {
-        let (subject, verb) = item.rsplit_once(['.', ':']).unwrap_or((item, ""));
-        let subject = subject.split(['.', ':']).map(camel_words).collect::<Vec<_>>().join(" ");
+        let (subject, verb) = item.rsplit_once(['.', ':', '/']).unwrap_or((item, ""));
+        let subject = subject.split(['.', ':', '/']).map(camel_words).collect::<Vec<_>>().join(" ");
         let verb = camel_words(verb);
         match groups.iter_mut().find(|(s, _)| *s == subject) {
             Some((_, verbs)) => verbs.push(verb),
@@ -265,6 +266,13 @@ mod tests {
         let summary = summarize_identifiers(&perms, 100, &estimate_tokens).unwrap();
         assert_eq!(summary, "storage hmac keys: create, list; iam roles: get iam policy");
         assert_eq!(identifier_words(&serde_json::json!(["storage.objects.get"])), None);
+        // Azure's provider operations are slash-separated.
+        let azure =
+            serde_json::json!(["Microsoft.Storage/storageAccounts/read", "Microsoft.Storage/storageAccounts/write"]);
+        assert_eq!(
+            summarize_identifiers(&azure, 100, &estimate_tokens).unwrap(),
+            "microsoft storage storage accounts: read, write"
+        );
     }
 
     #[test]

@@ -1,0 +1,388 @@
+//! What a policy's permissions do: a rerank signal read from IAM policy documents.
+//!
+//! A question says what the job does ("redrive the dead-letter queue", "run one shell
+//! command on 200 instances"); a policy's description seldom does, but its document grants
+//! actions (`sqs:StartMessageMoveTask`, `ssm:SendCommand`) that the AWS Service Authorization
+//! Reference describes in words. So the question is embedded against those descriptions
+//! (21,184 actions, shipped with the binary; `scripts/aws-actions-catalogue` rebuilds the file
+//! from the corpus), and a candidate whose document grants the nearest actions gains — the
+//! less, the more actions it grants in all: a policy that allows `*` is evidence of nothing.
+//!
+//! The catalogue's vectors are computed once per embedding model and kept in the data dir's
+//! `knowledge/` (about 55 s with the local model on 2 cores, 32 MB), so only the first search
+//! that meets a policy document pays for them. A remote provider (Bedrock, Ollama) does not
+//! compute them at query time — a metered 21k-text job would stall that query for minutes —
+//! and uses the file only when one is there. Any failure here leaves the ranking as it was.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use crate::embed::{EmbedError, Embedder, InputKind};
+use crate::index::Hit;
+
+/// How many of the catalogue's actions nearest the question count as what it asks for.
+const NEAREST: usize = 10;
+
+/// Texts per embedding call while the catalogue is embedded.
+const BATCH: usize = 256;
+
+static CATALOGUE_GZ: &[u8] = include_bytes!("grants/aws_actions.tsv.gz");
+
+/// The AWS actions, lower-cased (`sqs:startmessagemovetask`), with their descriptions.
+pub struct Catalogue {
+    actions: Vec<String>,
+    texts: Vec<String>,
+    by_prefix: HashMap<String, Vec<u32>>,
+    /// Changes whenever the shipped file does, so stored vectors of an older one are not reused.
+    hash: String,
+}
+
+impl Catalogue {
+    fn parse(tsv: &str) -> Catalogue {
+        let mut c =
+            Catalogue { actions: Vec::new(), texts: Vec::new(), by_prefix: HashMap::new(), hash: String::new() };
+        for line in tsv.lines() {
+            let mut cols = line.splitn(3, '\t');
+            let (Some(action), Some(service), Some(description)) = (cols.next(), cols.next(), cols.next()) else {
+                continue;
+            };
+            let action = action.to_ascii_lowercase();
+            let prefix = action.split(':').next().unwrap_or_default().to_string();
+            c.by_prefix.entry(prefix).or_default().push(c.actions.len() as u32);
+            c.actions.push(action);
+            c.texts.push(format!("{service}: {description}"));
+        }
+        c.hash = crate::model::text_hash(tsv)[..12].to_string();
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.actions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// The catalogue's actions an `Allow` list grants (`s3:Get*`, `ec2:*`, `*`).
+    fn granted(&self, patterns: &[String]) -> HashSet<u32> {
+        let mut out = HashSet::new();
+        for p in patterns {
+            let p = p.to_ascii_lowercase();
+            if p == "*" {
+                return (0..self.actions.len() as u32).collect();
+            }
+            let prefix = p.split(':').next().unwrap_or_default();
+            let all: Vec<u32>;
+            let pool: &[u32] = if prefix.contains(['*', '?']) {
+                all = (0..self.actions.len() as u32).collect();
+                &all
+            } else {
+                self.by_prefix.get(prefix).map(Vec::as_slice).unwrap_or_default()
+            };
+            out.extend(pool.iter().copied().filter(|&i| glob(&p, &self.actions[i as usize])));
+        }
+        out
+    }
+}
+
+/// IAM's action wildcards: `*` any run of characters, `?` one; both sides lower-cased.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+pub fn catalogue() -> &'static Catalogue {
+    static CATALOGUE: LazyLock<Catalogue> = LazyLock::new(|| {
+        let mut tsv = String::new();
+        flate2::read::GzDecoder::new(CATALOGUE_GZ)
+            .read_to_string(&mut tsv)
+            .expect("the shipped action catalogue is valid gzip and UTF-8");
+        Catalogue::parse(&tsv)
+    });
+    &CATALOGUE
+}
+
+/// The `Allow` action patterns of every IAM policy document in a record's metadata (an
+/// object with a `Statement`, or the same as a JSON string); `None` when it has none.
+pub fn policy_actions(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut found = false;
+    for value in metadata.values() {
+        let parsed;
+        let doc = match value {
+            serde_json::Value::String(s) if s.contains("Statement") => match serde_json::from_str(s) {
+                Ok(v) => {
+                    parsed = v;
+                    &parsed
+                }
+                Err(_) => continue,
+            },
+            v => v,
+        };
+        let Some(statement) = doc.get("Statement") else { continue };
+        found = true;
+        let statements = match statement {
+            serde_json::Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for s in statements {
+            if s.get("Effect").and_then(|e| e.as_str()) != Some("Allow") {
+                continue;
+            }
+            match s.get("Action") {
+                Some(serde_json::Value::String(a)) => out.push(a.clone()),
+                Some(serde_json::Value::Array(items)) => {
+                    out.extend(items.iter().filter_map(|a| a.as_str()).map(str::to_string))
+                }
+                _ => {}
+            }
+        }
+    }
+    found.then_some(out)
+}
+
+/// The catalogue embedded by one model.
+struct Vectors {
+    dims: usize,
+    matrix: Vec<f32>,
+}
+
+static STORE: OnceLock<PathBuf> = OnceLock::new();
+static LOADED: LazyLock<tokio::sync::Mutex<HashMap<String, Arc<Vectors>>>> = LazyLock::new(Default::default);
+
+/// Where the catalogue's vectors are kept between runs (the data dir's `knowledge/`); set
+/// once by the app. Without it they are computed per process.
+pub fn keep_vectors_in(dir: PathBuf) {
+    let _ = STORE.set(dir);
+}
+
+fn stored_path(dir: &Path, model: &str, dims: usize, catalogue: &Catalogue) -> PathBuf {
+    let model: String = model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    dir.join(format!("aws-actions-{model}-{dims}-{}.f32", catalogue.hash))
+}
+
+fn read_stored(path: &Path, expected: usize) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(path).ok()?;
+    (bytes.len() == expected * 4)
+        .then(|| bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+fn write_stored(path: &Path, matrix: &[f32]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let bytes: Vec<u8> = matrix.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+async fn vectors(embedder: &dyn Embedder) -> Result<Arc<Vectors>, EmbedError> {
+    let model = embedder.model_id().to_string();
+    let mut loaded = LOADED.lock().await;
+    if let Some(v) = loaded.get(&model) {
+        return Ok(v.clone());
+    }
+    let catalogue = catalogue();
+    let dims = embedder.dims();
+    let path = STORE.get().map(|dir| stored_path(dir, &model, dims, catalogue));
+    let matrix = match path.as_deref().and_then(|p| read_stored(p, catalogue.len() * dims)) {
+        Some(m) => m,
+        None if !embedder.in_process() => {
+            // 21k texts through a remote, metered provider would stall the first query for
+            // minutes; such a deployment brings the file along (see `stored_path`).
+            return Err(EmbedError::ModelMissing(format!(
+                "no stored action-catalogue vectors for {model}; they are computed only by in-process models"
+            )));
+        }
+        None => {
+            let started = std::time::Instant::now();
+            tracing::info!(model = %model, actions = catalogue.len(), "embedding the AWS action catalogue (once per model)");
+            let mut matrix = Vec::with_capacity(catalogue.len() * dims);
+            for batch in catalogue.texts.chunks(BATCH) {
+                for v in embedder.embed(batch, InputKind::Document).await? {
+                    if v.len() != dims {
+                        return Err(EmbedError::Provider(format!("expected {dims} dims, got {}", v.len())));
+                    }
+                    matrix.extend(v);
+                }
+            }
+            if let Some(p) = &path {
+                if let Err(e) = write_stored(p, &matrix) {
+                    tracing::warn!(path = %p.display(), error = %e, "could not keep the action catalogue's vectors");
+                }
+            }
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "AWS action catalogue embedded");
+            matrix
+        }
+    };
+    let v = Arc::new(Vectors { dims, matrix });
+    loaded.insert(model, v.clone());
+    Ok(v)
+}
+
+/// For each hit, how strongly its policy document grants what the question asks for, as a
+/// share of the strongest among these hits (0 for hits without a policy document). `None`
+/// when no hit has one, or the catalogue could not be embedded.
+pub async fn evidence(embedder: &dyn Embedder, query: &[f32], hits: &[Hit]) -> Option<Vec<f32>> {
+    let patterns: Vec<Option<Vec<String>>> = hits.iter().map(|h| policy_actions(&h.metadata)).collect();
+    if patterns.iter().all(Option::is_none) {
+        return None;
+    }
+    let vectors = match vectors(embedder).await {
+        Ok(v) => v,
+        Err(e @ EmbedError::ModelMissing(_)) => {
+            tracing::debug!(error = %e, "ranking without the action catalogue");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "action catalogue unavailable; ranking without it");
+            return None;
+        }
+    };
+    if vectors.dims != query.len() {
+        return None;
+    }
+    let catalogue = catalogue();
+    let mut sims: Vec<(f32, u32)> = vectors
+        .matrix
+        .chunks_exact(vectors.dims)
+        .enumerate()
+        .map(|(i, row)| (crate::embed::dot(row, query), i as u32))
+        .collect();
+    let n = NEAREST.min(sims.len());
+    if n == 0 {
+        return None;
+    }
+    sims.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
+    let nearest = &sims[..n];
+    let scores: Vec<f32> = patterns
+        .iter()
+        .map(|p| {
+            let Some(p) = p else { return 0.0 };
+            let granted = catalogue.granted(p);
+            let hit = nearest.iter().filter(|(_, i)| granted.contains(i)).fold(0.0, |sum, (s, _)| sum + s.max(0.0));
+            hit / (granted.len().max(1) as f32).sqrt()
+        })
+        .collect();
+    let max = scores.iter().copied().fold(0.0f32, f32::max);
+    (max > 0.0).then(|| scores.iter().map(|s| s / max).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iam_wildcards_match_like_iam() {
+        assert!(glob("s3:get*", "s3:getobject"));
+        assert!(glob("s3:*object*", "s3:putobjectacl"));
+        assert!(glob("ec2:describe?pcs", "ec2:describevpcs"));
+        assert!(!glob("s3:get*", "s3:putobject"));
+        assert!(!glob("s3:getobject", "s3:getobjectacl"));
+        assert!(glob("*", "anything:atall"));
+    }
+
+    #[test]
+    fn the_shipped_catalogue_expands_policy_patterns() {
+        let c = catalogue();
+        assert!(c.len() > 20_000, "{}", c.len());
+        let sqs_all = c.granted(&["sqs:*".into()]);
+        let one = c.granted(&["SQS:StartMessageMoveTask".into()]);
+        assert_eq!(one.len(), 1);
+        assert!(sqs_all.is_superset(&one) && sqs_all.len() > 10);
+        assert_eq!(c.granted(&["*".into()]).len(), c.len());
+        assert!(c.granted(&["nosuchservice:*".into()]).is_empty());
+    }
+
+    fn policy(id: &str, actions: serde_json::Value) -> Hit {
+        let mut metadata = serde_json::Map::new();
+        let doc = serde_json::json!({"Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});
+        metadata.insert("document".into(), doc);
+        Hit {
+            id: id.into(),
+            title: id.into(),
+            kind: "record".into(),
+            source: "policies.jsonl".into(),
+            score: 0.1,
+            version: "1".into(),
+            indexed_at: chrono::Utc::now(),
+            chunk_id: format!("{id}#0"),
+            heading: None,
+            text: "Provides access to Amazon SQS.".into(),
+            metadata,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_policy_that_grants_what_the_question_asks_for_gains_most() {
+        let embedder = crate::embed::hash::HashEmbedder::new(256);
+        // The hashing embedder matches words, so the question uses the catalogue's.
+        let question = "Amazon SQS: start a message move task";
+        let q = embedder.embed(&[question.into()], InputKind::Query).await.unwrap().pop().unwrap();
+        let mut plain = policy("NoDocument", serde_json::json!([]));
+        plain.metadata.clear();
+        let hits = vec![
+            policy("SendOnly", serde_json::json!(["sqs:SendMessage"])),
+            policy("Redrive", serde_json::json!(["sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"])),
+            policy("AllOfSqs", serde_json::json!("sqs:*")),
+            policy("Everything", serde_json::json!("*")),
+            plain,
+        ];
+        let g = evidence(&embedder, &q, &hits).await.expect("policy documents found");
+        assert_eq!(g[1], 1.0, "{g:?}");
+        assert!(g[0] < 0.5, "{g:?}");
+        assert!(g[2] > 0.0 && g[2] < g[1], "a broader grant counts for less: {g:?}");
+        assert!(g[3] < g[2], "allowing everything is evidence of nothing: {g:?}");
+        assert_eq!(g[4], 0.0);
+        // Without any policy document there is nothing to say.
+        assert!(evidence(&embedder, &q, &hits[4..]).await.is_none());
+    }
+
+    #[test]
+    fn stored_vectors_are_read_back_only_at_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = stored_path(dir.path(), "all-MiniLM-L6-v2", 2, catalogue());
+        assert!(path.file_name().unwrap().to_str().unwrap().starts_with("aws-actions-all-MiniLM-L6-v2-2-"));
+        write_stored(&path, &[1.0, -2.5, 3.25, 0.0]).unwrap();
+        assert_eq!(read_stored(&path, 4), Some(vec![1.0, -2.5, 3.25, 0.0]));
+        assert_eq!(read_stored(&path, 6), None, "a file of another catalogue size is not used");
+    }
+
+    #[test]
+    fn policy_documents_are_found_in_metadata_as_objects_or_strings() {
+        let doc = serde_json::json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["sqs:*", "kms:Decrypt"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "sqs:DeleteQueue", "Resource": "*"},
+            {"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "*"}]});
+        let mut meta = serde_json::Map::new();
+        meta.insert("document".into(), doc.clone());
+        assert_eq!(policy_actions(&meta).unwrap(), vec!["sqs:*", "kms:Decrypt", "logs:PutLogEvents"]);
+        let mut as_text = serde_json::Map::new();
+        as_text.insert("policy".into(), serde_json::Value::String(doc.to_string()));
+        assert_eq!(policy_actions(&as_text).unwrap().len(), 3);
+        let mut none = serde_json::Map::new();
+        none.insert("stage".into(), "GA".into());
+        assert_eq!(policy_actions(&none), None);
+    }
+}
