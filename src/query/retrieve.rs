@@ -252,6 +252,18 @@ const ALIASES: &[(&str, &str)] = &[
     ("iam", "iam roles policies"),
     ("permissions", "iam roles policies"),
     ("service account", "serviceaccounts serviceaccount iam"),
+    // Products whose catalogue name is another (renamed, or named by the API behind it).
+    ("firestore", "datastore firestore"),
+    ("memorystore", "redis memcache"),
+    ("cloud armor", "securitypolicies security policies"),
+    ("binauthz", "binaryauthorization binary authorization"),
+    ("gke", "container kubernetes clusters"),
+    ("gce", "compute instances"),
+    ("stackdriver", "logging monitoring"),
+    ("just-in-time", "privilegedaccessmanager privileged access grants"),
+    ("jit", "privilegedaccessmanager privileged access grants"),
+    ("cloud functions", "cloudfunctions functions"),
+    ("cloud run", "run services"),
 ];
 
 /// The question plus the catalogue vocabulary its everyday words stand for.
