@@ -77,3 +77,31 @@ fn a_newer_collection_deletes_records_it_no_longer_has() {
     assert_eq!(s["upserted"], 1, "{s}");
     assert_eq!(a.stats()["documents"]["record"], 1);
 }
+
+#[test]
+fn policy_documents_rank_by_what_their_actions_do() {
+    let a = Askiam::new();
+    let file = a.dir.path().join("policies.jsonl");
+    // Same words everywhere but in the documents: only what the actions do tells them apart.
+    let policy = |name: &str, action: &str| {
+        serde_json::json!({"name": name, "description": "Provides access to queues.",
+            "document": {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": [action], "Resource": "*"}]}})
+        .to_string()
+    };
+    let lines = [policy("QueueAccessOne", "sqs:SendMessage"), policy("QueueAccessTwo", "sqs:StartMessageMoveTask")];
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let args = ["ingest", "--json", "--format", "records", "--id-field", "name", "--text-field", "description"];
+    a.json(&[&args[..], &[file.to_str().unwrap()]].concat());
+
+    // The hashing embedder matches words, so the question uses the catalogue's.
+    let question = "queues: start a message move task";
+    let hits = a.search(question, &["--k", "2"]);
+    assert_eq!(hits[0]["id"], "QueueAccessTwo", "{hits:?}");
+    // The catalogue's vectors were kept in the data dir, and the next search reuses them.
+    let kept: Vec<_> = std::fs::read_dir(a.data_dir().join("knowledge")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let modified = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
+    assert_eq!(a.search(question, &["--k", "2"])[0]["id"], "QueueAccessTwo");
+    assert_eq!(std::fs::metadata(&kept[0]).unwrap().modified().unwrap(), modified);
+}
