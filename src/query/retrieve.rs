@@ -1,5 +1,7 @@
 //! Hybrid retrieval: the question embedded as a query, keyword + vector search fused by the
-//! index, then one index-independent rerank step: documents whose title the question names.
+//! index, then one index-independent rerank of the candidates: priors (roles no person
+//! requests, breadth), what a policy document's actions do (`grants`), and above all
+//! documents whose title the question names.
 //!
 //! People ask about things by name ("payroll administrator", "I need the HR Analyst role");
 //! a document *about* that thing should outrank documents that merely mention it (an SoD rule
@@ -293,7 +295,7 @@ pub async fn search(
     let vector = embedder.embed(&[text.to_string()], InputKind::Query).await?.pop();
     let req = SearchRequest {
         text: expand_query(text),
-        vector: vector.clone(),
+        vector,
         model: Some(embedder.model_id().to_string()),
         k: (k * CANDIDATES_PER_HIT).max(20),
         kinds: filters.kinds.clone(),
@@ -302,7 +304,7 @@ pub async fn search(
     let mut hits = index.search(&req).await?;
     let question = words(text);
     let expanded: HashSet<String> = words(&req.text).into_iter().collect();
-    let grants = match &vector {
+    let grants = match req.vector.as_deref() {
         Some(v) => grants::evidence(embedder, v, &hits).await,
         None => None,
     };
