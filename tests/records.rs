@@ -32,6 +32,7 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     let s = a.json(&args);
     assert_eq!(s["documents"], 2387, "{s}");
     assert_eq!(s["quarantined"], 0, "{s}");
+    assert!(!a.data_dir().join("knowledge").exists(), "no policy documents, no action catalogue");
     let hits = a.search("Storage Object Viewer", &["--k", "5"]);
     assert!(hits.iter().any(|h| h["id"] == "roles/storage.objectViewer"), "{hits:?}");
     assert_eq!(hits[0]["kind"], "record");
@@ -94,14 +95,15 @@ fn policy_documents_rank_by_what_their_actions_do() {
     let args = ["ingest", "--json", "--format", "records", "--id-field", "name", "--text-field", "description"];
     a.json(&[&args[..], &[file.to_str().unwrap()]].concat());
 
+    // The ingest that wrote policy documents embedded the catalogue into the data dir; the
+    // searches reuse it.
+    let kept: Vec<_> = std::fs::read_dir(a.data_dir().join("knowledge")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let modified = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
     // The hashing embedder matches words, so the question uses the catalogue's.
     let question = "queues: start a message move task";
     let hits = a.search(question, &["--k", "2"]);
     assert_eq!(hits[0]["id"], "QueueAccessTwo", "{hits:?}");
-    // The catalogue's vectors were kept in the data dir, and the next search reuses them.
-    let kept: Vec<_> = std::fs::read_dir(a.data_dir().join("knowledge")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    let modified = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
     assert_eq!(a.search(question, &["--k", "2"])[0]["id"], "QueueAccessTwo");
     assert_eq!(std::fs::metadata(&kept[0]).unwrap().modified().unwrap(), modified);
 }

@@ -815,10 +815,12 @@ impl Pipeline {
                 let mut produced: Vec<(String, String)> = Vec::new();
                 let mut batch = Vec::new();
                 let mut bar_total = 0u64;
+                let mut policies = false;
                 let bar = self.progress_bar(0, "records");
                 for item in records {
                     match item.map_err(read_err(&obj.key))? {
                         Ok(doc) => {
+                            policies = policies || crate::query::grants::policy_actions(&doc.metadata).is_some();
                             produced.push((doc.id.clone(), doc.kind.clone()));
                             batch.push(DocChange::Put(doc, Guard::Version));
                         }
@@ -836,6 +838,13 @@ impl Pipeline {
                 let r = self.write_docs(Target::Live, batch).await?;
                 summary.add_report(&r);
                 bar.finish_and_clear();
+                if policies {
+                    // Searches rank policies by what their actions do; the vectors that takes
+                    // are bulk work, done here rather than in a user's first search.
+                    if let Err(e) = crate::query::grants::prepare(self.embedder.model()).await {
+                        warn!(error = %e, "action catalogue not embedded; searches rank policies without it");
+                    }
+                }
                 // Only the newest version of a collection says which records it has: a late,
                 // older copy must not delete what a newer one added.
                 let docs_version_key = format!("object_docs_version:{}", obj.key);

@@ -9,10 +9,10 @@
 //! less, the more actions it grants in all: a policy that allows `*` is evidence of nothing.
 //!
 //! The catalogue's vectors are computed once per embedding model and kept in the data dir's
-//! `knowledge/` (about 55 s with the local model on 2 cores, 32 MB), so only the first search
-//! that meets a policy document pays for them. A remote provider (Bedrock, Ollama) does not
-//! compute them at query time — a metered 21k-text job would stall that query for minutes —
-//! and uses the file only when one is there. Any failure here leaves the ranking as it was.
+//! `knowledge/` (about 55 s with the local model on 2 cores, 32 MB): by the ingest that writes
+//! policy documents ([`prepare`]), else by the first search that meets one. A remote provider
+//! (Bedrock, Ollama) computes them only at ingest — a metered 21k-text job would stall a query
+//! for minutes. Any failure here leaves the ranking as it was.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -197,7 +197,14 @@ fn write_stored(path: &Path, matrix: &[f32]) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn vectors(embedder: &dyn Embedder) -> Result<Arc<Vectors>, EmbedError> {
+/// Computes (or finds) the catalogue's vectors for this model, with any provider: called by
+/// ingestion when it has written policy documents, where bulk embedding is expected, so that
+/// searches need not (and remote providers can use the signal at all).
+pub async fn prepare(embedder: &dyn Embedder) -> Result<(), EmbedError> {
+    vectors(embedder, true).await.map(|_| ())
+}
+
+async fn vectors(embedder: &dyn Embedder, any_provider: bool) -> Result<Arc<Vectors>, EmbedError> {
     let model = embedder.model_id().to_string();
     let mut loaded = LOADED.lock().await;
     if let Some(v) = loaded.get(&model) {
@@ -208,7 +215,7 @@ async fn vectors(embedder: &dyn Embedder) -> Result<Arc<Vectors>, EmbedError> {
     let path = STORE.get().map(|dir| stored_path(dir, &model, dims, catalogue));
     let matrix = match path.as_deref().and_then(|p| read_stored(p, catalogue.len() * dims)) {
         Some(m) => m,
-        None if !embedder.in_process() => {
+        None if !embedder.in_process() && !any_provider => {
             // 21k texts through a remote, metered provider would stall the first query for
             // minutes; such a deployment brings the file along (see `stored_path`).
             return Err(EmbedError::ModelMissing(format!(
@@ -249,7 +256,7 @@ pub async fn evidence(embedder: &dyn Embedder, query: &[f32], hits: &[Hit]) -> O
     if patterns.iter().all(Option::is_none) {
         return None;
     }
-    let vectors = match vectors(embedder).await {
+    let vectors = match vectors(embedder, false).await {
         Ok(v) => v,
         Err(e @ EmbedError::ModelMissing(_)) => {
             tracing::debug!(error = %e, "ranking without the action catalogue");
@@ -357,6 +364,38 @@ mod tests {
         assert_eq!(g[4], 0.0);
         // Without any policy document there is nothing to say.
         assert!(evidence(&embedder, &q, &hits[4..]).await.is_none());
+    }
+
+    /// A provider that is not in-process (as Bedrock or Ollama), over the hashing embedder.
+    struct Remote(crate::embed::hash::HashEmbedder);
+
+    #[async_trait::async_trait]
+    impl Embedder for Remote {
+        fn model_id(&self) -> &str {
+            "remote-for-tests"
+        }
+        fn dims(&self) -> usize {
+            self.0.dims()
+        }
+        fn max_tokens(&self) -> usize {
+            self.0.max_tokens()
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            self.0.count_tokens(text)
+        }
+        async fn embed(&self, texts: &[String], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+            self.0.embed(texts, kind).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remote_provider_embeds_the_catalogue_only_when_ingest_prepares_it() {
+        let remote = Remote(crate::embed::hash::HashEmbedder::new(64));
+        let q = remote.embed(&["Amazon SQS: start a message move task".into()], InputKind::Query).await.unwrap();
+        let hits = vec![policy("Redrive", serde_json::json!(["sqs:StartMessageMoveTask"]))];
+        assert!(evidence(&remote, &q[0], &hits).await.is_none(), "no search-time bulk job on a remote provider");
+        prepare(&remote).await.unwrap();
+        assert_eq!(evidence(&remote, &q[0], &hits).await, Some(vec![1.0]));
     }
 
     #[test]
