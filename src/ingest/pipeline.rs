@@ -820,7 +820,7 @@ impl Pipeline {
                 for item in records {
                     match item.map_err(read_err(&obj.key))? {
                         Ok(doc) => {
-                            policies = policies || crate::query::grants::policy_actions(&doc.metadata).is_some();
+                            policies = policies || crate::query::grants::has_policy_document(&doc.metadata);
                             produced.push((doc.id.clone(), doc.kind.clone()));
                             batch.push(DocChange::Put(doc, Guard::Version));
                         }

@@ -122,26 +122,32 @@ pub fn catalogue() -> &'static Catalogue {
     &CATALOGUE
 }
 
-/// The `Allow` action patterns of every IAM policy document in a record's metadata (an
-/// object with a `Statement`, or the same as a JSON string); `None` when it has none.
+/// An IAM policy document: an object with a `Statement`, or the same as a JSON string.
+fn policy_document(value: &serde_json::Value) -> Option<std::borrow::Cow<'_, serde_json::Value>> {
+    let doc = match value {
+        serde_json::Value::String(s) if s.contains("Statement") => {
+            std::borrow::Cow::Owned(serde_json::from_str(s).ok()?)
+        }
+        v => std::borrow::Cow::Borrowed(v),
+    };
+    doc.get("Statement").is_some().then_some(doc)
+}
+
+/// Whether a record's metadata holds an IAM policy document (ingest asks, once per record).
+pub fn has_policy_document(metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
+    metadata.values().any(|v| policy_document(v).is_some())
+}
+
+/// The `Allow` action patterns of every IAM policy document in a record's metadata; `None`
+/// when it has none.
 pub fn policy_actions(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<Vec<String>> {
+    let docs: Vec<_> = metadata.values().filter_map(policy_document).collect();
+    if docs.is_empty() {
+        return None;
+    }
     let mut out = Vec::new();
-    let mut found = false;
-    for value in metadata.values() {
-        let parsed;
-        let doc = match value {
-            serde_json::Value::String(s) if s.contains("Statement") => match serde_json::from_str(s) {
-                Ok(v) => {
-                    parsed = v;
-                    &parsed
-                }
-                Err(_) => continue,
-            },
-            v => v,
-        };
-        let Some(statement) = doc.get("Statement") else { continue };
-        found = true;
-        let statements = match statement {
+    for doc in &docs {
+        let statements = match &doc["Statement"] {
             serde_json::Value::Array(items) => items.iter().collect(),
             one => vec![one],
         };
@@ -158,7 +164,7 @@ pub fn policy_actions(metadata: &serde_json::Map<String, serde_json::Value>) -> 
             }
         }
     }
-    found.then_some(out)
+    Some(out)
 }
 
 /// The catalogue embedded by one model.
@@ -216,10 +222,10 @@ async fn vectors(embedder: &dyn Embedder, any_provider: bool) -> Result<Arc<Vect
     let matrix = match path.as_deref().and_then(|p| read_stored(p, catalogue.len() * dims)) {
         Some(m) => m,
         None if !embedder.in_process() && !any_provider => {
-            // 21k texts through a remote, metered provider would stall the first query for
-            // minutes; such a deployment brings the file along (see `stored_path`).
+            // 21k texts through a remote, metered provider would stall a query for minutes;
+            // the ingest that writes policy documents computes them instead (`prepare`).
             return Err(EmbedError::ModelMissing(format!(
-                "no stored action-catalogue vectors for {model}; they are computed only by in-process models"
+                "no stored action-catalogue vectors for {model}; with a remote provider the ingest of policy documents computes them"
             )));
         }
         None => {
@@ -423,5 +429,6 @@ mod tests {
         let mut none = serde_json::Map::new();
         none.insert("stage".into(), "GA".into());
         assert_eq!(policy_actions(&none), None);
+        assert!(has_policy_document(&meta) && has_policy_document(&as_text) && !has_policy_document(&none));
     }
 }

@@ -155,19 +155,22 @@ pub fn humanize_identifier(s: &str) -> Option<String> {
     (words.len() > 1).then(|| words.join(" "))
 }
 
+/// What separates the parts of a permission identifier (GCP, AWS, Azure).
+const IDENTIFIER_SEPARATORS: [char; 3] = ['.', ':', '/'];
+
 /// A list of dotted, colon- or slash-separated identifiers (`storage.objects.get`,
 /// `s3:GetObject`, `Microsoft.Storage/storageAccounts/read`) summarised by what they act on,
 /// in words: "storage objects: get, list; storage buckets: get", largest groups first, within
 /// `room` tokens. `None` for anything else.
 pub fn summarize_identifiers(v: &serde_json::Value, room: usize, count: &dyn Fn(&str) -> usize) -> Option<String> {
     let items: Vec<&str> = v.as_array()?.iter().filter_map(|i| i.as_str()).collect();
-    if items.is_empty() || room < 8 || !items.iter().all(|i| !i.contains(' ') && i.contains(['.', ':', '/'])) {
+    if items.is_empty() || room < 8 || !items.iter().all(|i| !i.contains(' ') && i.contains(IDENTIFIER_SEPARATORS)) {
         return None;
     }
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for item in items {
-        let (subject, verb) = item.rsplit_once(['.', ':', '/']).unwrap_or((item, ""));
-        let subject = subject.split(['.', ':', '/']).map(camel_words).collect::<Vec<_>>().join(" ");
+        let (subject, verb) = item.rsplit_once(IDENTIFIER_SEPARATORS).unwrap_or((item, ""));
+        let subject = subject.split(IDENTIFIER_SEPARATORS).map(camel_words).collect::<Vec<_>>().join(" ");
         let verb = camel_words(verb);
         match groups.iter_mut().find(|(s, _)| *s == subject) {
             Some((_, verbs)) => verbs.push(verb),
@@ -201,7 +204,7 @@ fn identifier_words(v: &serde_json::Value) -> Option<String> {
     let mut seen = std::collections::HashSet::new();
     let mut out: Vec<String> = Vec::new();
     for item in v.as_array()?.iter().filter_map(|i| i.as_str()) {
-        for segment in item.split(['.', ':', '/']) {
+        for segment in item.split(IDENTIFIER_SEPARATORS) {
             let words = camel_words(segment);
             if words.contains(' ') && seen.insert(segment) {
                 out.push(words);
