@@ -107,3 +107,34 @@ fn policy_documents_rank_by_what_their_actions_do() {
     assert_eq!(a.search(question, &["--k", "2"])[0]["id"], "QueueAccessTwo");
     assert_eq!(std::fs::metadata(&kept[0]).unwrap().modified().unwrap(), modified);
 }
+
+#[test]
+fn a_policy_granting_what_is_asked_joins_the_candidates_its_words_missed() {
+    let a = Askiam::new();
+    let file = a.dir.path().join("policies.jsonl");
+    let policy = |name: &str, description: &str, action: &str| {
+        serde_json::json!({"name": name, "description": description,
+            "document": {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}})
+        .to_string()
+    };
+    // Thirty policies repeat the question's words but grant something else; the service's own
+    // policy says none of them, as AWS's boilerplate descriptions don't.
+    let mut lines: Vec<String> = (0..30)
+        .map(|i| {
+            policy(
+                &format!("Runbook{i}"),
+                &format!("Notes on how to start a message move task, part {i}."),
+                "logs:PutLogEvents",
+            )
+        })
+        .collect();
+    lines.push(policy("AmazonSQSFullAccess", "Provides full access to Amazon SQS via the console.", "sqs:*"));
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let args = ["ingest", "--json", "--format", "records", "--id-field", "name", "--text-field", "description"];
+    a.json(&[&args[..], &[file.to_str().unwrap()]].concat());
+
+    let hits = a.search("start a message move task", &["--k", "5"]);
+    let ids: Vec<_> = hits.iter().map(|h| (h["id"].clone(), h["score"].clone())).collect();
+    assert_eq!(hits[0]["id"], "AmazonSQSFullAccess", "{ids:?}");
+}

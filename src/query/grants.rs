@@ -254,52 +254,81 @@ async fn vectors(embedder: &dyn Embedder, any_provider: bool) -> Result<Arc<Vect
     Ok(v)
 }
 
-/// For each hit, how strongly its policy document grants what the question asks for, as a
-/// share of the strongest among these hits (0 for hits without a policy document). `None`
-/// when no hit has one, or the catalogue could not be embedded.
-pub async fn evidence(embedder: &dyn Embedder, query: &[f32], hits: &[Hit]) -> Option<Vec<f32>> {
-    let patterns: Vec<Option<Vec<String>>> = hits.iter().map(|h| policy_actions(&h.metadata)).collect();
-    if patterns.iter().all(Option::is_none) {
-        return None;
-    }
-    let vectors = match vectors(embedder, false).await {
-        Ok(v) => v,
-        Err(e @ EmbedError::ModelMissing(_)) => {
-            tracing::debug!(error = %e, "ranking without the action catalogue");
+/// What a question asks to be allowed to do: the catalogue actions nearest to it.
+pub struct Asked {
+    nearest: Vec<(f32, u32)>,
+}
+
+impl Asked {
+    /// `None` when the catalogue's vectors cannot be had for this model (logged) or the
+    /// question was embedded by another.
+    pub async fn of(embedder: &dyn Embedder, query: &[f32]) -> Option<Asked> {
+        let vectors = match vectors(embedder, false).await {
+            Ok(v) => v,
+            Err(e @ EmbedError::ModelMissing(_)) => {
+                tracing::debug!(error = %e, "ranking without the action catalogue");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "action catalogue unavailable; ranking without it");
+                return None;
+            }
+        };
+        if vectors.dims != query.len() {
             return None;
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "action catalogue unavailable; ranking without it");
+        let mut sims: Vec<(f32, u32)> = vectors
+            .matrix
+            .chunks_exact(vectors.dims)
+            .enumerate()
+            .map(|(i, row)| (crate::embed::dot(row, query), i as u32))
+            .collect();
+        let n = NEAREST.min(sims.len());
+        if n == 0 {
             return None;
         }
-    };
-    if vectors.dims != query.len() {
+        sims.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
+        sims.truncate(n);
+        Some(Asked { nearest: sims })
+    }
+
+    /// How strongly a record's policy documents grant the asked actions: their similarity to
+    /// the question, summed over the ones granted, divided by the square root of all actions
+    /// granted (allowing everything is evidence of nothing). `None` without a policy document.
+    pub fn strength(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> Option<f32> {
+        let granted = catalogue().granted(&policy_actions(metadata)?);
+        let sum = self.nearest.iter().filter(|(_, i)| granted.contains(i)).fold(0.0, |sum, (s, _)| sum + s.max(0.0));
+        Some(sum / (granted.len().max(1) as f32).sqrt())
+    }
+
+    /// A keyword query naming the services of the asked actions by prefix and name
+    /// ("sqs Amazon SQS"): it finds those services' own policies ("AmazonSQSFullAccess"),
+    /// whose boilerplate descriptions share no word with a question about redriving a queue.
+    pub fn services(&self) -> String {
+        let catalogue = catalogue();
+        let mut names: Vec<&str> = Vec::new();
+        for &(_, i) in &self.nearest {
+            let prefix = catalogue.actions[i as usize].split(':').next().unwrap_or_default();
+            let service = catalogue.texts[i as usize].split(": ").next().unwrap_or_default();
+            for name in [prefix, service] {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names.join(" ")
+    }
+}
+
+/// For each hit, [`Asked::strength`] as a share of the strongest among these hits (0 for
+/// hits without a policy document). `None` when no hit has one.
+pub fn evidence(asked: &Asked, hits: &[Hit]) -> Option<Vec<f32>> {
+    let scores: Vec<Option<f32>> = hits.iter().map(|h| asked.strength(&h.metadata)).collect();
+    if scores.iter().all(Option::is_none) {
         return None;
     }
-    let catalogue = catalogue();
-    let mut sims: Vec<(f32, u32)> = vectors
-        .matrix
-        .chunks_exact(vectors.dims)
-        .enumerate()
-        .map(|(i, row)| (crate::embed::dot(row, query), i as u32))
-        .collect();
-    let n = NEAREST.min(sims.len());
-    if n == 0 {
-        return None;
-    }
-    sims.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
-    let nearest = &sims[..n];
-    let scores: Vec<f32> = patterns
-        .iter()
-        .map(|p| {
-            let Some(p) = p else { return 0.0 };
-            let granted = catalogue.granted(p);
-            let hit = nearest.iter().filter(|(_, i)| granted.contains(i)).fold(0.0, |sum, (s, _)| sum + s.max(0.0));
-            hit / (granted.len().max(1) as f32).sqrt()
-        })
-        .collect();
-    let max = scores.iter().copied().fold(0.0f32, f32::max);
-    (max > 0.0).then(|| scores.iter().map(|s| s / max).collect())
+    let max = scores.iter().flatten().copied().fold(0.0f32, f32::max);
+    (max > 0.0).then(|| scores.iter().map(|s| s.unwrap_or(0.0) / max).collect())
 }
 
 #[cfg(test)]
@@ -362,14 +391,16 @@ mod tests {
             policy("Everything", serde_json::json!("*")),
             plain,
         ];
-        let g = evidence(&embedder, &q, &hits).await.expect("policy documents found");
+        let asked = Asked::of(&embedder, &q).await.expect("the catalogue embeds");
+        let g = evidence(&asked, &hits).expect("policy documents found");
         assert_eq!(g[1], 1.0, "{g:?}");
         assert!(g[0] < 0.5, "{g:?}");
         assert!(g[2] > 0.0 && g[2] < g[1], "a broader grant counts for less: {g:?}");
         assert!(g[3] < g[2], "allowing everything is evidence of nothing: {g:?}");
         assert_eq!(g[4], 0.0);
         // Without any policy document there is nothing to say.
-        assert!(evidence(&embedder, &q, &hits[4..]).await.is_none());
+        assert!(evidence(&asked, &hits[4..]).is_none());
+        assert!(asked.services().starts_with("sqs Amazon SQS"), "{}", asked.services());
     }
 
     /// A provider that is not in-process (as Bedrock or Ollama), over the hashing embedder.
@@ -399,9 +430,10 @@ mod tests {
         let remote = Remote(crate::embed::hash::HashEmbedder::new(64));
         let q = remote.embed(&["Amazon SQS: start a message move task".into()], InputKind::Query).await.unwrap();
         let hits = vec![policy("Redrive", serde_json::json!(["sqs:StartMessageMoveTask"]))];
-        assert!(evidence(&remote, &q[0], &hits).await.is_none(), "no search-time bulk job on a remote provider");
+        assert!(Asked::of(&remote, &q[0]).await.is_none(), "no search-time bulk job on a remote provider");
         prepare(&remote).await.unwrap();
-        assert_eq!(evidence(&remote, &q[0], &hits).await, Some(vec![1.0]));
+        let asked = Asked::of(&remote, &q[0]).await.expect("prepared");
+        assert_eq!(evidence(&asked, &hits), Some(vec![1.0]));
     }
 
     #[test]
