@@ -11,7 +11,7 @@ Checks, per set:
   * the set has exactly 80 questions, no duplicate questions;
   * split follows the fixed rule (line 1 dev, line 2 test, line 3 dev, ...),
     which gives exactly 40 dev / 40 test;
-  * the sets written later by another hand (hold-out: 40, dev2: 60) have their size, one
+  * the sets written later by another hand (hold-out: 40, dev2: 60, hold-out 2: 50) have their size, one
     split name on every line, and no question of a set checked before them.
 It also warns (without failing) when an expected id is a non-GA GCP role or a
 deprecated AWS policy. Stdlib only.
@@ -29,9 +29,11 @@ SETS = [
     # (eval file, corpus file, id field in the corpus, [(set written later by another hand,
     #  its one split name, its size)])
     ("gcp_roles.jsonl", "gcp_roles.jsonl", "id",
-     [("gcp_roles_holdout.jsonl", "holdout", 40), ("gcp_roles_dev2.jsonl", "dev2", 60)]),
+     [("gcp_roles_holdout.jsonl", "holdout", 40), ("gcp_roles_dev2.jsonl", "dev2", 60),
+      ("gcp_roles_holdout2.jsonl", "holdout2", 50)]),
     ("aws_policies.jsonl", "aws_managed_policies.jsonl", "name",
-     [("aws_policies_holdout.jsonl", "holdout", 40), ("aws_policies_dev2.jsonl", "dev2", 60)]),
+     [("aws_policies_holdout.jsonl", "holdout", 40), ("aws_policies_dev2.jsonl", "dev2", 60),
+      ("aws_policies_holdout2.jsonl", "holdout2", 50)]),
 ]
 
 
