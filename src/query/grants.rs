@@ -321,7 +321,7 @@ impl Asked {
 }
 
 /// For each hit, [`Asked::strength`] as a share of the strongest among these hits (0 for
-/// hits without a policy document). `None` when no hit has one.
+/// hits without a policy document). `None` when no hit has one, or none grants an asked action.
 pub fn evidence(asked: &Asked, hits: &[Hit]) -> Option<Vec<f32>> {
     let scores: Vec<Option<f32>> = hits.iter().map(|h| asked.strength(&h.metadata)).collect();
     if scores.iter().all(Option::is_none) {

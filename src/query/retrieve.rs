@@ -1,7 +1,7 @@
 //! Hybrid retrieval: the question embedded as a query, keyword + vector search fused by the
-//! index, then one index-independent rerank of the candidates: priors (roles no person
-//! requests, breadth), what a policy document's actions do (`grants`), and above all
-//! documents whose title the question names.
+//! index, the policies that grant what the question asks added to the candidates, then one
+//! index-independent rerank of them: priors (roles no person requests, breadth), what a policy
+//! document's actions do (`grants`), and above all documents whose title the question names.
 //!
 //! People ask about things by name ("payroll administrator", "I need the HR Analyst role");
 //! a document *about* that thing should outrank documents that merely mention it (an SoD rule
@@ -140,8 +140,8 @@ const GRANTS: f32 = 0.5;
 /// How likely a person is to ask for this document's role or policy, as a score factor.
 ///
 /// Catalogues are full of roles no one requests: cloud service agents, policies of
-/// service-linked roles and of workloads, deprecated entries. They share vocabulary with what people do ask
-/// for ("Lambda", "storage") and would crowd it out; they are kept, one step down.
+/// service-linked roles and of workloads, deprecated entries. They share vocabulary with what
+/// people do ask for ("Lambda", "storage") and would crowd it out; they are kept, one step down.
 pub fn person_prior(hit: &Hit) -> f32 {
     let meta = &hit.metadata;
     let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).unwrap_or("");
@@ -332,6 +332,7 @@ const JOIN_AT: usize = 20;
 /// Amazon SQS"), so neither keyword nor vector search finds `AmazonSQSFullAccess`. The
 /// catalogue actions nearest the question name the service: a keyword search for it finds its
 /// policies, and the few that grant the asked actions most join the candidates.
+#[tracing::instrument(skip_all)]
 async fn add_granting(
     index: &dyn Index,
     req: &SearchRequest,
