@@ -1,4 +1,5 @@
-//! What a policy's permissions do: a rerank signal read from IAM policy documents.
+//! What a policy's permissions do, read from IAM policy documents: a rerank signal, and
+//! which policies join the candidates (`retrieve::add_granting`).
 //!
 //! A question says what the job does ("redrive the dead-letter queue", "run one shell
 //! command on 200 instances"); a policy's description seldom does, but its document grants
@@ -14,16 +15,20 @@
 //! (Bedrock, Ollama) computes them only at ingest — a metered 21k-text job would stall a query
 //! for minutes. Any failure here leaves the ranking as it was.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use crate::embed::{EmbedError, Embedder, InputKind};
 use crate::index::Hit;
 
 /// How many of the catalogue's actions nearest the question count as what it asks for.
 const NEAREST: usize = 10;
+
+/// How many policies' expansions [`Catalogue::granted_cached`] keeps (2.6 KB each): every AWS
+/// managed policy, with room to spare.
+const GRANTS_REMEMBERED: usize = 4096;
 
 /// Texts per embedding call while the catalogue is embedded.
 const BATCH: usize = 256;
@@ -66,13 +71,36 @@ impl Catalogue {
         self.actions.is_empty()
     }
 
+    /// [`Catalogue::granted`], remembered by the pattern list: expanding a policy's wildcards
+    /// against every action of its services costs about 0.1 ms, and a search that meets
+    /// policies expands a hundred or more, mostly the same ones as the search before.
+    fn granted_cached(&self, patterns: &[String]) -> Arc<Granted> {
+        static SEEN: LazyLock<Mutex<HashMap<u64, Arc<Granted>>>> = LazyLock::new(Default::default);
+        let key = {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(patterns, &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        if let Some(g) = SEEN.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return g.clone();
+        }
+        let g = Arc::new(self.granted(patterns));
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= GRANTS_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(key, g.clone());
+        g
+    }
+
     /// The catalogue's actions an `Allow` list grants (`s3:Get*`, `ec2:*`, `*`).
-    fn granted(&self, patterns: &[String]) -> HashSet<u32> {
-        let mut out = HashSet::new();
+    fn granted(&self, patterns: &[String]) -> Granted {
+        let mut out = Granted(vec![0; self.actions.len().div_ceil(64)]);
         for p in patterns {
             let p = p.to_ascii_lowercase();
             if p == "*" {
-                return (0..self.actions.len() as u32).collect();
+                (0..self.actions.len() as u32).for_each(|i| out.insert(i));
+                return out;
             }
             let prefix = p.split(':').next().unwrap_or_default();
             let all: Vec<u32>;
@@ -82,9 +110,37 @@ impl Catalogue {
             } else {
                 self.by_prefix.get(prefix).map(Vec::as_slice).unwrap_or_default()
             };
-            out.extend(pool.iter().copied().filter(|&i| glob(&p, &self.actions[i as usize])));
+            pool.iter().copied().filter(|&i| glob(&p, &self.actions[i as usize])).for_each(|i| out.insert(i));
         }
         out
+    }
+}
+
+/// A set of catalogue actions, one bit each (2.6 KB), so that every policy's can be kept: a
+/// hash set of the 21k actions a `*` policy grants takes a hundred times as much.
+struct Granted(Vec<u64>);
+
+impl Granted {
+    fn insert(&mut self, i: u32) {
+        self.0[i as usize / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(&self, i: u32) -> bool {
+        self.0.get(i as usize / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[cfg(test)]
+    fn is_superset(&self, other: &Granted) -> bool {
+        self.0.iter().zip(&other.0).all(|(a, b)| a & b == *b)
     }
 }
 
@@ -296,8 +352,8 @@ impl Asked {
     /// the question, summed over the ones granted, divided by the square root of all actions
     /// granted (allowing everything is evidence of nothing). `None` without a policy document.
     pub fn strength(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> Option<f32> {
-        let granted = catalogue().granted(&policy_actions(metadata)?);
-        let sum = self.nearest.iter().filter(|(_, i)| granted.contains(i)).fold(0.0, |sum, (s, _)| sum + s.max(0.0));
+        let granted = catalogue().granted_cached(&policy_actions(metadata)?);
+        let sum = self.nearest.iter().filter(|(_, i)| granted.contains(*i)).fold(0.0, |sum, (s, _)| sum + s.max(0.0));
         Some(sum / (granted.len().max(1) as f32).sqrt())
     }
 
@@ -355,6 +411,10 @@ mod tests {
         assert!(sqs_all.is_superset(&one) && sqs_all.len() > 10);
         assert_eq!(c.granted(&["*".into()]).len(), c.len());
         assert!(c.granted(&["nosuchservice:*".into()]).is_empty());
+        let patterns = ["sqs:*".to_string(), "s3:Get*".to_string()];
+        let kept = c.granted_cached(&patterns);
+        assert_eq!(kept.len(), c.granted(&patterns).len());
+        assert!(Arc::ptr_eq(&kept, &c.granted_cached(&patterns)), "expanded once");
     }
 
     fn policy(id: &str, actions: serde_json::Value) -> Hit {
