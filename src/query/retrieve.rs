@@ -159,9 +159,6 @@ pub fn person_prior(hit: &Hit) -> f32 {
     } else if workload_name(&hit.title) {
         // Chosen on dev + dev2 (0.6, 0.7, 0.8, 0.9 tried): people do ask for these, rarely.
         f *= 0.8;
-    } else if access_name(&hit.title) {
-        // Chosen on dev + dev2 (1.1, 1.2, 1.25, 1.3, 1.5 tried; job-function policies × 1.5 too).
-        f *= 1.2;
     }
     if meta.get("deprecated").and_then(|v| v.as_bool()) == Some(true)
         || text("stage").eq_ignore_ascii_case("deprecated")
@@ -172,19 +169,6 @@ pub fn person_prior(hit: &Hit) -> f32 {
         f *= 0.9;
     }
     f
-}
-
-/// The other side of [`workload_name`]: identifier titles that end in the access they grant
-/// (`AmazonS3ReadOnlyAccess`, `AWSCodeCommitPowerUser`, `AmazonDynamoDBFullAccess_v2`). 45%
-/// of the AWS managed policies are named so, and 82 of the 100 policies first expected in dev +
-/// dev2: the name says whom a policy was written for.
-fn access_name(title: &str) -> bool {
-    if title.contains(char::is_whitespace) {
-        return false;
-    }
-    let t = title.trim_end_matches(|c: char| c.is_ascii_digit());
-    let t = t.strip_suffix("_v").or_else(|| t.strip_suffix('V')).unwrap_or(t).to_ascii_lowercase();
-    ["access", "readonly", "poweruser"].iter().any(|s| t.ends_with(s))
 }
 
 /// AWS names what people are given by the access it grants (`AmazonS3ReadOnlyAccess`,
@@ -464,10 +448,6 @@ mod tests {
         assert!(workload_name("AWSLambdaBasicExecutionRole"));
         assert!(!workload_name("AmazonS3ReadOnlyAccess"));
         assert!(!workload_name("Agent Platform Sessions User Role"), "a GCP title in words");
-        assert!(access_name("AmazonS3ReadOnlyAccess") && access_name("AWSCodeCommitPowerUser"));
-        assert!(access_name("AmazonDynamoDBFullAccess_v2") && access_name("AmazonLaunchWizardFullAccessV2"));
-        assert!(!access_name("EC2InstanceConnect") && !access_name("AWSLambdaBasicExecutionRole"));
-        assert!(!access_name("Storage Object Viewer Access"), "a title in words");
     }
 
     #[test]
