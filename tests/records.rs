@@ -41,6 +41,15 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     let ids: std::collections::HashSet<_> = hits.iter().map(|h| h["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), hits.len());
 
+    // A question for everything finds the catch-all role, which shares no word with it and
+    // whose permission list spans 300 services; a question about one product does not.
+    let hits = a.search("give the intern read access to the entire project", &["--k", "3"]);
+    assert!(hits.iter().any(|h| h["id"] == "roles/viewer"), "{hits:?}");
+    assert_eq!(hits.iter().find(|h| h["id"] == "roles/viewer").unwrap()["metadata"]["askiam_broad"], true);
+    let hits = a.search("read the objects in one storage bucket", &["--k", "5"]);
+    let broad = ["roles/viewer", "roles/editor", "roles/owner"];
+    assert!(!hits.iter().any(|h| broad.contains(&h["id"].as_str().unwrap())), "{hits:?}");
+
     // The same file again: nothing to do.
     let again = a.json(&args);
     assert_eq!(again["already_applied"], 1, "{again}");

@@ -223,6 +223,19 @@ pub fn policy_actions(metadata: &serde_json::Map<String, serde_json::Value>) -> 
     Some(out)
 }
 
+/// Whether a record's policy documents allow everything but a few actions (`NotAction`).
+pub fn allows_everything_but(metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
+    metadata.values().filter_map(policy_document).any(|doc| {
+        let statements = match &doc["Statement"] {
+            serde_json::Value::Array(items) => items.clone(),
+            one => vec![one.clone()],
+        };
+        statements
+            .iter()
+            .any(|s| s.get("Effect").and_then(|e| e.as_str()) == Some("Allow") && s.get("NotAction").is_some())
+    })
+}
+
 /// The catalogue embedded by one model.
 struct Vectors {
     dims: usize,

@@ -1,7 +1,8 @@
 //! Hybrid retrieval: the question embedded as a query, keyword + vector search fused by the
-//! index, the policies that grant what the question asks added to the candidates, then one
-//! index-independent rerank of them: priors (roles no person requests, breadth), what a policy
-//! document's actions do (`grants`), and above all documents whose title the question names.
+//! index, the policies that grant what the question asks added to the candidates (and the
+//! catch-all roles, when it asks for everything), then one index-independent rerank of them:
+//! priors (roles no person requests, breadth), what a policy document's actions do
+//! (`grants`), and above all documents whose title the question names.
 //!
 //! People ask about things by name ("payroll administrator", "I need the HR Analyst role");
 //! a document *about* that thing should outrank documents that merely mention it (an SoD rule
@@ -15,6 +16,7 @@ use std::collections::HashSet;
 use super::grants;
 use crate::embed::{EmbedError, Embedder, InputKind};
 use crate::index::{Hit, Index, IndexError, SearchRequest};
+use crate::ingest::format::records;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetrieveError {
@@ -367,6 +369,69 @@ async fn add_granting(
     Ok(())
 }
 
+/// How many broad records (`records::BROAD_WORDS`) join the candidates of a question that
+/// asks for everything; chosen on dev + dev2 and a set of such questions (3, 8 tried).
+const BROAD_JOINING: usize = 3;
+
+/// The score factor of a broad record when the question asks for everything: 1 + this
+/// (0.5, 1, 2 tried; 0 leaves the catch-all roles below the narrow ones that share a word).
+const BROAD_BONUS: f32 = 1.0;
+
+/// "Read access to everything in the project" shares no word with the roles that grant it
+/// (GCP's Viewer: "View most Google Cloud resources"), and its words name dozens of narrow
+/// viewer roles; the catch-all roles are not among the candidates at all. Ingest marks the
+/// records that reach 100+ services; a keyword search for that mark brings them in.
+#[tracing::instrument(skip_all)]
+async fn add_broad(index: &dyn Index, req: &SearchRequest, hits: &mut Vec<Hit>) -> Result<(), IndexError> {
+    let broad = SearchRequest {
+        text: records::BROAD_WORDS.into(),
+        vector: None,
+        model: None,
+        k: BROAD_JOINING,
+        kinds: req.kinds.clone(),
+        application: req.application.clone(),
+    };
+    let floor = hits.get(JOIN_AT - 1).or(hits.last()).map_or(0.0, |h| h.score);
+    for mut h in index.search(&broad).await? {
+        if records::is_broad(&h.metadata) && !hits.iter().any(|x| x.id == h.id) {
+            h.score = floor;
+            hits.push(h);
+        }
+    }
+    Ok(())
+}
+
+/// Whether a question asks for access across the board ("everything in the project", "any
+/// resource", "all services", "the whole account") rather than to one product.
+pub fn asks_for_everything(text: &str) -> bool {
+    let w: Vec<String> = text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    let scope = |x: &str| matches!(x, "resource" | "resources" | "service" | "services");
+    let whole = |x: &str| {
+        matches!(
+            x,
+            "project" | "projects" | "account" | "accounts" | "org" | "organization" | "organisation" | "subscription"
+        )
+    };
+    // Between "all" and "services": an article or the cloud's name, not a product ("every
+    // prod resource", "all the accounts" ask for something narrower).
+    let filler = |x: &str| matches!(x, "the" | "our" | "its" | "aws" | "gcp" | "azure" | "google" | "cloud");
+    for (i, x) in w.iter().enumerate() {
+        let next = |k: usize| w.get(i + k).map(String::as_str).unwrap_or("");
+        match x.as_str() {
+            "everything" => return true,
+            "all" | "any" | "every" if scope(next(1)) || (filler(next(1)) && scope(next(2))) => return true,
+            "whole" | "entire" if whole(next(1)) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 #[tracing::instrument(skip(index, embedder, filters), fields(k))]
 pub async fn search(
     index: &dyn Index,
@@ -396,12 +461,17 @@ pub async fn search(
     if let Some(asked) = &asked {
         add_granting(index, &req, asked, &mut hits).await?;
     }
+    let everything = asks_for_everything(text);
+    if everything {
+        add_broad(index, &req, &mut hits).await?;
+    }
     let grants = asked.as_ref().and_then(|a| grants::evidence(a, &hits));
     for (i, h) in hits.iter_mut().enumerate() {
         // Priors scale what retrieval found; naming a title outright is not discounted.
         let named = 1.0 + TITLE_WORDS * title_words_named(&expanded, &h.title);
         let granted = 1.0 + GRANTS * grants.as_ref().map_or(0.0, |g| g[i]);
-        h.score = h.score * person_prior(h) * breadth_prior(&h.title) * named * granted
+        let broad = if everything && records::is_broad(&h.metadata) { 1.0 + BROAD_BONUS } else { 1.0 };
+        h.score = h.score * person_prior(h) * breadth_prior(&h.title) * named * granted * broad
             + TITLE_BONUS * title_coverage(&question, &h.title);
     }
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
@@ -448,6 +518,28 @@ mod tests {
         assert!(workload_name("AWSLambdaBasicExecutionRole"));
         assert!(!workload_name("AmazonS3ReadOnlyAccess"));
         assert!(!workload_name("Agent Platform Sessions User Role"), "a GCP title in words");
+    }
+
+    #[test]
+    fn questions_for_everything_are_told_from_questions_about_one_thing() {
+        for q in [
+            "read-only access to everything in our GCP project",
+            "let me create and modify any resource in the dev project",
+            "look at all AWS services' configuration",
+            "full control of the whole project",
+            "admin over the entire account",
+        ] {
+            assert!(asks_for_everything(q), "{q}");
+        }
+        for q in [
+            "our nightly job deletes anything older than 30 days in the bucket",
+            "list all the accounts in our org",
+            "reports showing every prod resource is backed up",
+            "read the objects in one bucket",
+            "I can't be allowed to change anything",
+        ] {
+            assert!(!asks_for_everything(q), "{q}");
+        }
     }
 
     #[test]

@@ -98,6 +98,12 @@ impl Settings<'_> {
                 texts.push((format!("{name}: {t}"), true));
             }
         }
+        // A record that reaches (nearly) every service is asked for in words no list holds
+        // ("everything in the project", "all resources"); say so, for keyword search.
+        let reach = broad_reach(&rest, &obj);
+        if let Some(reach) = reach {
+            texts.push((broad_words(reach), true));
+        }
         let chunks = texts
             .into_iter()
             .enumerate()
@@ -109,8 +115,11 @@ impl Settings<'_> {
                 keywords_only,
             })
             .collect();
-        let metadata =
+        let mut metadata: serde_json::Map<String, serde_json::Value> =
             obj.into_iter().filter(|(k, _)| *k != self.spec.id_field && !self.spec.text_fields.contains(k)).collect();
+        if reach.is_some() {
+            metadata.entry(BROAD_KEY).or_insert(serde_json::Value::Bool(true));
+        }
         Ok(Document {
             id,
             kind: kind::RECORD.into(),
@@ -188,6 +197,69 @@ pub fn summarize_identifiers(v: &serde_json::Value, room: usize, count: &dyn Fn(
         out = candidate;
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// From how many services on a record counts as broad: the catch-all roles (GCP's Viewer,
+/// Editor and Owner reach 300+, AWS's ReadOnlyAccess 315, `*` all) stand far apart from the
+/// rest (the next GCP role reaches 64).
+const BROAD_SERVICES: usize = 100;
+
+/// The services a broad record reaches (`usize::MAX` for all), `None` below [`BROAD_SERVICES`]:
+/// the distinct services of its identifier lists (`storage` of `storage.objects.get`,
+/// `Microsoft.Storage` of `Microsoft.Storage/storageAccounts/read`) and of its IAM policy
+/// documents' actions, where `*` or an `Allow` of `NotAction` reaches everything.
+fn broad_reach(
+    rest: &[(&String, &serde_json::Value)],
+    record: &serde_json::Map<String, serde_json::Value>,
+) -> Option<usize> {
+    let mut services = std::collections::HashSet::new();
+    for (_, v) in rest {
+        let Some(items) = v.as_array() else { continue };
+        let items: Vec<&str> = items.iter().filter_map(|i| i.as_str()).collect();
+        if items.iter().all(|i| !i.contains(' ') && i.contains(IDENTIFIER_SEPARATORS)) {
+            services.extend(items.iter().map(|i| service_of(i)));
+        }
+    }
+    if crate::query::grants::allows_everything_but(record) {
+        return Some(usize::MAX);
+    }
+    for action in crate::query::grants::policy_actions(record).unwrap_or_default() {
+        if action == "*" {
+            return Some(usize::MAX);
+        }
+        services.insert(service_of(&action));
+    }
+    (services.len() >= BROAD_SERVICES).then_some(services.len())
+}
+
+/// The service part of a permission identifier, lower-cased.
+fn service_of(identifier: &str) -> String {
+    let cut = if identifier.contains('/') {
+        '/'
+    } else if identifier.contains(':') {
+        ':'
+    } else {
+        '.'
+    };
+    identifier.split(cut).next().unwrap_or(identifier).to_ascii_lowercase()
+}
+
+/// The metadata flag of a broad record (a record's own field of that name is kept as it is).
+pub const BROAD_KEY: &str = "askiam_broad";
+
+/// What a broad record's keyword-only chunk says, and what the query side searches for when a
+/// question asks for everything (`retrieve::add_broad`).
+pub const BROAD_WORDS: &str =
+    "Broad access across all services and resources: everything in the project, account or organization.";
+
+fn broad_words(reach: usize) -> String {
+    let n = if reach == usize::MAX { "all".to_string() } else { reach.to_string() };
+    format!("reach: {n} services. {BROAD_WORDS}")
+}
+
+/// Whether ingest marked a record broad.
+pub fn is_broad(metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
+    metadata.get(BROAD_KEY).and_then(|v| v.as_bool()) == Some(true)
 }
 
 /// One identifier segment in lower-case words: `hmacKeys` → "hmac keys",
@@ -304,5 +376,48 @@ mod tests {
         assert_eq!(d.metadata["stage"], "GA");
         assert!(!d.metadata.contains_key("permissions"));
         assert_eq!(out[1].as_ref().unwrap_err().line, Some(2));
+    }
+
+    #[test]
+    fn records_that_reach_every_service_say_so() {
+        let gcp = RecordSpec {
+            id_field: "id".into(),
+            title_field: Some("title".into()),
+            text_fields: vec!["description".into(), "permissions".into()],
+        };
+        let wide: Vec<String> = (0..120).map(|i| format!("service{i}.things.get")).collect();
+        let narrow: Vec<String> = (0..99).map(|i| format!("service{i}.things.get")).collect();
+        let text = format!(
+            "{}\n{}\n",
+            serde_json::json!({"id": "roles/viewer", "title": "Viewer", "description": "View most resources.", "permissions": wide}),
+            serde_json::json!({"id": "roles/wide", "title": "Wide", "description": "Almost.", "permissions": narrow}),
+        );
+        let docs: Vec<Document> =
+            RecordReader::new(text.as_bytes(), &gcp, "gcp.jsonl", Version::new(1, 0), 256, 16, &estimate_tokens)
+                .map(|r| r.unwrap().unwrap())
+                .collect();
+        let last = docs[0].chunks.last().unwrap();
+        assert!(last.keywords_only && last.text == format!("reach: 120 services. {BROAD_WORDS}"), "{:?}", last.text);
+        assert!(is_broad(&docs[0].metadata));
+        assert!(!is_broad(&docs[1].metadata) && !docs[1].chunks.iter().any(|c| c.text.contains(BROAD_WORDS)));
+
+        // AWS: the services of a policy document's actions; `*` and `NotAction` reach all.
+        let aws = RecordSpec { id_field: "name".into(), title_field: None, text_fields: vec!["description".into()] };
+        let policy = |name: &str, statement: serde_json::Value| serde_json::json!({"name": name, "description": "A policy.", "document": {"Statement": [statement]}});
+        let text = format!(
+            "{}\n{}\n{}\n",
+            policy("AdministratorAccess", serde_json::json!({"Effect": "Allow", "Action": "*", "Resource": "*"})),
+            policy(
+                "PowerUserAccess",
+                serde_json::json!({"Effect": "Allow", "NotAction": ["iam:*", "organizations:*"], "Resource": "*"})
+            ),
+            policy("AmazonS3FullAccess", serde_json::json!({"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"})),
+        );
+        let docs: Vec<Document> =
+            RecordReader::new(text.as_bytes(), &aws, "aws.jsonl", Version::new(1, 0), 256, 16, &estimate_tokens)
+                .map(|r| r.unwrap().unwrap())
+                .collect();
+        assert!(is_broad(&docs[0].metadata) && is_broad(&docs[1].metadata) && !is_broad(&docs[2].metadata));
+        assert!(docs[0].chunks.last().unwrap().text.starts_with("reach: all services."));
     }
 }
