@@ -713,8 +713,9 @@ const SMALL_COLS: usize = 2;
 const SMALL_BAND: usize = 8;
 const PREFETCH_ROWS: usize = 4;
 
-/// Whether [`small_matmul_acc`] can run here (it is written for AVX-512; elsewhere gemm serves).
-fn small_matmul_available() -> bool {
+/// Whether the CPU has AVX-512F, which [`small_matmul_acc`] and [`exp_rows_avx512`] are written
+/// for; elsewhere gemm and the portable loops serve.
+fn avx512f_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -727,7 +728,7 @@ fn small_matmul_available() -> bool {
 
 /// `out += input · wᵀ` for an input of a few rows, `w` (n × k) in half precision: every
 /// weight row is streamed once, in order, against up to 8 input rows held in cache (dot
-/// products 16 lanes wide). Callers check [`small_matmul_available`] first.
+/// products 16 lanes wide). Callers check [`avx512f_available`] first.
 fn small_matmul_acc(input: &[f32], k: usize, w: &[u16], out: &mut [f32], n: usize) {
     let m = input.len() / k;
     assert!(k.is_multiple_of(16) && n.is_multiple_of(SMALL_COLS) && w.len() >= k * n && out.len() >= m * n);
@@ -740,7 +741,7 @@ fn small_matmul_acc(input: &[f32], k: usize, w: &[u16], out: &mut [f32], n: usiz
         band[rows * k..].iter_mut().for_each(|v| *v = 0.0);
         for j in (0..n).step_by(SMALL_COLS) {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512F was detected by the caller (small_matmul_available); the kernel
+            // SAFETY: AVX-512F was detected by the caller (avx512f_available); the kernel
             // reads rows j and j+1 of w (k halves each, inside w by the assert) and 8 rows of
             // band, and prefetches (never faults) a few rows further on.
             unsafe {
@@ -784,7 +785,7 @@ unsafe fn dot_block_avx512(band: &[f32], k: usize, w: *const u16, out: &mut [f32
 /// `w` rounded to IEEE half precision (nearest even) for [`small_matmul_acc`], or nothing
 /// where that kernel cannot run.
 fn half_weights(w: &[f32]) -> Vec<u16> {
-    if !small_matmul_available() || !w.len().is_multiple_of(16) {
+    if !avx512f_available() || !w.len().is_multiple_of(16) {
         return Vec::new();
     }
     let mut out = vec![0u16; w.len()];
@@ -893,7 +894,7 @@ fn attention(qkv: &[f32], seqs: &[&[u32]], ctx: &mut [f32], scores: &mut [f32]) 
 /// → 9.8 s of the GCP corpus's 88 s summed over workers).
 fn softmax_numerators(scores: &mut [f32], len: usize, sums: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if small_matmul_available() {
+    if avx512f_available() {
         // SAFETY: AVX-512F was just detected; the sizes are asserted inside.
         unsafe { exp_rows_avx512(scores, len, sums) };
         return;
@@ -965,26 +966,26 @@ fn lane_max(xs: &[f32]) -> f32 {
     chunks.remainder().iter().chain(acc.iter()).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
+/// [`exp_neg`]'s constants, shared with its 16-lane form: ln 2 in two parts, 1.5 · 2^23
+/// (adding and subtracting it rounds to an integer), the input floor, and the polynomial
+/// for e^r, highest degree first.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const ROUND: f32 = 12_582_912.0;
+const EXP_MIN: f32 = -87.0;
+const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+
 /// e^x for x ≤ 0 within ~2 ulp (Cephes' expf: x = n·ln2 + r, a degree-6 polynomial for e^r).
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to an integer
-    let x = x.max(-87.0);
-    let shifted = x * LOG2E + ROUND;
+    let x = x.max(EXP_MIN);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
     // The integer n is also in the low mantissa bits of `shifted`; reading it there keeps the
     // loop vectorised (a float-to-int cast saturates, which compiles to one lane at a time).
     let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, c| p * r + c);
     let er = p * r * r + r + 1.0;
     er * f32::from_bits(((n_int + 127) as u32) << 23)
 }
@@ -995,16 +996,15 @@ fn exp_neg(x: f32) -> f32 {
 #[inline]
 unsafe fn exp_neg16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
-    const ROUND: f32 = 12_582_912.0;
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    let x = _mm512_max_ps(x, _mm512_set1_ps(EXP_MIN));
     let shifted = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)), _mm512_set1_ps(ROUND));
     let n = _mm512_sub_ps(shifted, _mm512_set1_ps(ROUND));
     let n_int = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(ROUND.to_bits() as i32));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
     }
     let er = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0));
     let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n_int, _mm512_set1_epi32(127))));

@@ -194,46 +194,47 @@ pub fn has_policy_document(metadata: &serde_json::Map<String, serde_json::Value>
     metadata.values().any(|v| policy_document(v).is_some())
 }
 
-/// The `Allow` action patterns of every IAM policy document in a record's metadata; `None`
-/// when it has none.
-pub fn policy_actions(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<Vec<String>> {
-    let docs: Vec<_> = metadata.values().filter_map(policy_document).collect();
-    if docs.is_empty() {
-        return None;
-    }
-    let mut out = Vec::new();
-    for doc in &docs {
+/// Calls `each` with every `Allow` statement of the IAM policy documents in a record's
+/// metadata; false when it has none. (A search reads the documents of a hundred policies:
+/// they are visited in place, not copied.)
+fn allow_statements(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+    mut each: impl FnMut(&serde_json::Value),
+) -> bool {
+    let mut any = false;
+    for doc in metadata.values().filter_map(policy_document) {
+        any = true;
         let statements = match &doc["Statement"] {
             serde_json::Value::Array(items) => items.iter().collect(),
             one => vec![one],
         };
-        for s in statements {
-            if s.get("Effect").and_then(|e| e.as_str()) != Some("Allow") {
-                continue;
-            }
-            match s.get("Action") {
-                Some(serde_json::Value::String(a)) => out.push(a.clone()),
-                Some(serde_json::Value::Array(items)) => {
-                    out.extend(items.iter().filter_map(|a| a.as_str()).map(str::to_string))
-                }
-                _ => {}
-            }
-        }
+        statements
+            .into_iter()
+            .filter(|s| s.get("Effect").and_then(|e| e.as_str()) == Some("Allow"))
+            .for_each(&mut each);
     }
-    Some(out)
+    any
+}
+
+/// The `Allow` action patterns of every IAM policy document in a record's metadata; `None`
+/// when it has none.
+pub fn policy_actions(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let any = allow_statements(metadata, |s| match s.get("Action") {
+        Some(serde_json::Value::String(a)) => out.push(a.clone()),
+        Some(serde_json::Value::Array(items)) => {
+            out.extend(items.iter().filter_map(|a| a.as_str()).map(str::to_string))
+        }
+        _ => {}
+    });
+    any.then_some(out)
 }
 
 /// Whether a record's policy documents allow everything but a few actions (`NotAction`).
 pub fn allows_everything_but(metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
-    metadata.values().filter_map(policy_document).any(|doc| {
-        let statements = match &doc["Statement"] {
-            serde_json::Value::Array(items) => items.clone(),
-            one => vec![one.clone()],
-        };
-        statements
-            .iter()
-            .any(|s| s.get("Effect").and_then(|e| e.as_str()) == Some("Allow") && s.get("NotAction").is_some())
-    })
+    let mut found = false;
+    allow_statements(metadata, |s| found |= s.get("NotAction").is_some());
+    found
 }
 
 /// The catalogue embedded by one model.

@@ -341,16 +341,8 @@ async fn add_granting(
     asked: &grants::Asked,
     hits: &mut Vec<Hit>,
 ) -> Result<(), IndexError> {
-    let services = SearchRequest {
-        text: asked.services(),
-        vector: None,
-        model: None,
-        k: SERVICE_POLICIES,
-        kinds: req.kinds.clone(),
-        application: req.application.clone(),
-    };
     let mut found: Vec<(f32, Hit)> = index
-        .search(&services)
+        .search(&keywords_only(req, asked.services(), SERVICE_POLICIES))
         .await?
         .into_iter()
         .filter_map(|h| {
@@ -359,14 +351,25 @@ async fn add_granting(
         })
         .collect();
     found.sort_by(|a, b| b.0.total_cmp(&a.0));
+    join(hits, found.into_iter().take(GRANTING).map(|(_, h)| h));
+    Ok(())
+}
+
+/// The same search as `req` by keywords alone, for other words.
+fn keywords_only(req: &SearchRequest, text: String, k: usize) -> SearchRequest {
+    SearchRequest { text, vector: None, model: None, k, kinds: req.kinds.clone(), application: req.application.clone() }
+}
+
+/// Adds documents the searches missed to the candidates, at the score of the [`JOIN_AT`]th,
+/// so that the rerank's evidence, not the search's, places them.
+fn join(hits: &mut Vec<Hit>, newcomers: impl IntoIterator<Item = Hit>) {
     let floor = hits.get(JOIN_AT - 1).or(hits.last()).map_or(0.0, |h| h.score);
-    for (_, mut h) in found.into_iter().take(GRANTING) {
+    for mut h in newcomers {
         if !hits.iter().any(|x| x.id == h.id) {
             h.score = floor;
             hits.push(h);
         }
     }
-    Ok(())
 }
 
 /// How many broad records (`records::BROAD_WORDS`) join the candidates of a question that
@@ -383,21 +386,8 @@ const BROAD_BONUS: f32 = 1.0;
 /// records that reach 100+ services; a keyword search for that mark brings them in.
 #[tracing::instrument(skip_all)]
 async fn add_broad(index: &dyn Index, req: &SearchRequest, hits: &mut Vec<Hit>) -> Result<(), IndexError> {
-    let broad = SearchRequest {
-        text: records::BROAD_WORDS.into(),
-        vector: None,
-        model: None,
-        k: BROAD_JOINING,
-        kinds: req.kinds.clone(),
-        application: req.application.clone(),
-    };
-    let floor = hits.get(JOIN_AT - 1).or(hits.last()).map_or(0.0, |h| h.score);
-    for mut h in index.search(&broad).await? {
-        if records::is_broad(&h.metadata) && !hits.iter().any(|x| x.id == h.id) {
-            h.score = floor;
-            hits.push(h);
-        }
-    }
+    let found = index.search(&keywords_only(req, records::BROAD_WORDS.into(), BROAD_JOINING)).await?;
+    join(hits, found.into_iter().filter(|h| records::is_broad(&h.metadata)));
     Ok(())
 }
 

@@ -167,13 +167,20 @@ pub fn humanize_identifier(s: &str) -> Option<String> {
 /// What separates the parts of a permission identifier (GCP, AWS, Azure).
 const IDENTIFIER_SEPARATORS: [char; 3] = ['.', ':', '/'];
 
+/// The items of a non-empty list of permission identifiers; `None` for any other value.
+fn identifier_list(v: &serde_json::Value) -> Option<Vec<&str>> {
+    let items: Vec<&str> = v.as_array()?.iter().filter_map(|i| i.as_str()).collect();
+    let identifiers = !items.is_empty() && items.iter().all(|i| !i.contains(' ') && i.contains(IDENTIFIER_SEPARATORS));
+    identifiers.then_some(items)
+}
+
 /// A list of dotted, colon- or slash-separated identifiers (`storage.objects.get`,
 /// `s3:GetObject`, `Microsoft.Storage/storageAccounts/read`) summarised by what they act on,
 /// in words: "storage objects: get, list; storage buckets: get", largest groups first, within
 /// `room` tokens. `None` for anything else.
 pub fn summarize_identifiers(v: &serde_json::Value, room: usize, count: &dyn Fn(&str) -> usize) -> Option<String> {
-    let items: Vec<&str> = v.as_array()?.iter().filter_map(|i| i.as_str()).collect();
-    if items.is_empty() || room < 8 || !items.iter().all(|i| !i.contains(' ') && i.contains(IDENTIFIER_SEPARATORS)) {
+    let items = identifier_list(v)?;
+    if room < 8 {
         return None;
     }
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
@@ -213,12 +220,8 @@ fn broad_reach(
     record: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<usize> {
     let mut services = std::collections::HashSet::new();
-    for (_, v) in rest {
-        let Some(items) = v.as_array() else { continue };
-        let items: Vec<&str> = items.iter().filter_map(|i| i.as_str()).collect();
-        if items.iter().all(|i| !i.contains(' ') && i.contains(IDENTIFIER_SEPARATORS)) {
-            services.extend(items.iter().map(|i| service_of(i)));
-        }
+    for items in rest.iter().filter_map(|(_, v)| identifier_list(v)) {
+        services.extend(items.into_iter().map(service_of));
     }
     if crate::query::grants::allows_everything_but(record) {
         return Some(usize::MAX);
