@@ -12,7 +12,7 @@ Checks, per set:
   * split follows the fixed rule (line 1 dev, line 2 test, line 3 dev, ...),
     which gives exactly 40 dev / 40 test;
   * the sets written later by another hand (hold-out: 40, dev2: 60, hold-out 2: 50,
-    hold-out 3: 50; the catch-all tuning sets: 8; hold-out 4: 50) have their size, one split name on every line, and no question
+    hold-out 3: 50; the catch-all tuning sets: 8; hold-out 4: 50; dev3: 80) have their size, one split name on every line, and no question
     of a set checked before them.
 It also warns (without failing) when an expected id is a non-GA GCP role or a
 deprecated AWS policy. Stdlib only.
@@ -32,11 +32,13 @@ SETS = [
     ("gcp_roles.jsonl", "gcp_roles.jsonl", "id",
      [("gcp_roles_holdout.jsonl", "holdout", 40), ("gcp_roles_dev2.jsonl", "dev2", 60),
       ("gcp_roles_holdout2.jsonl", "holdout2", 50), ("gcp_roles_holdout3.jsonl", "holdout3", 50),
-      ("gcp_roles_catchall.jsonl", "catchall", 8), ("gcp_roles_holdout4.jsonl", "holdout4", 50)]),
+      ("gcp_roles_catchall.jsonl", "catchall", 8), ("gcp_roles_holdout4.jsonl", "holdout4", 50),
+      ("gcp_roles_dev3.jsonl", "dev3", 80)]),
     ("aws_policies.jsonl", "aws_managed_policies.jsonl", "name",
      [("aws_policies_holdout.jsonl", "holdout", 40), ("aws_policies_dev2.jsonl", "dev2", 60),
       ("aws_policies_holdout2.jsonl", "holdout2", 50), ("aws_policies_holdout3.jsonl", "holdout3", 50),
-      ("aws_policies_catchall.jsonl", "catchall", 8), ("aws_policies_holdout4.jsonl", "holdout4", 50)]),
+      ("aws_policies_catchall.jsonl", "catchall", 8), ("aws_policies_holdout4.jsonl", "holdout4", 50),
+      ("aws_policies_dev3.jsonl", "dev3", 80)]),
 ]
 
 
