@@ -57,6 +57,38 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
 }
 
 #[test]
+fn azure_roles_ingest_and_their_catch_all_roles_are_found() {
+    let a = Askiam::new();
+    let path = corpus("azure_builtin_roles.jsonl");
+    let args = [
+        "ingest",
+        "--json",
+        "--format",
+        "records",
+        "--id-field",
+        "id",
+        "--title-field",
+        "name",
+        "--text-field",
+        "description",
+        "--text-field",
+        "actions",
+        "--text-field",
+        "data_actions",
+        path.to_str().unwrap(),
+    ];
+    let s = a.json(&args);
+    assert_eq!(s["documents"], 928, "{s}");
+    assert_eq!(s["quarantined"], 0, "{s}");
+
+    // Azure grants every service as `*` (Owner) or `*/read` (Reader): broad, like GCP's Viewer.
+    const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+    let hits = a.search("read-only access to everything in the subscription", &["--k", "3"]);
+    let reader = hits.iter().find(|h| h["id"] == READER);
+    assert_eq!(reader.map(|h| h["metadata"]["askiam_broad"].clone()), Some(true.into()), "{hits:?}");
+}
+
+#[test]
 fn a_newer_collection_deletes_records_it_no_longer_has() {
     let a = Askiam::new();
     let dir = a.dir.path().join("c");

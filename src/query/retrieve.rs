@@ -206,9 +206,9 @@ pub fn breadth_prior(title: &str) -> f32 {
 /// keyword search (the embedder reads the question as asked), so an alias that does not
 /// occur in a catalogue costs nothing there.
 const ALIASES: &[(&str, &str)] = &[
-    ("vm", "compute instance instances ec2"),
-    ("vms", "compute instance instances ec2"),
-    ("virtual machine", "compute instance instances ec2"),
+    ("vm", "compute instance instances ec2 virtual machines virtualmachines"),
+    ("vms", "compute instance instances ec2 virtual machines virtualmachines"),
+    ("virtual machine", "compute instance instances ec2 virtualmachines"),
     ("server", "compute instance ec2"),
     ("bucket", "storage bucket buckets objects s3"),
     ("buckets", "storage bucket buckets objects s3"),
@@ -216,8 +216,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("files", "objects storage"),
     ("file", "objects storage"),
     ("blob", "objects storage"),
-    ("k8s", "kubernetes container clusters gke eks"),
-    ("kubectl", "kubernetes container clusters gke eks"),
+    ("k8s", "kubernetes container clusters gke eks aks"),
+    ("kubectl", "kubernetes container clusters gke eks aks"),
     ("cluster", "clusters kubernetes container"),
     ("data warehouse", "bigquery redshift"),
     ("warehouse", "bigquery redshift"),
@@ -247,6 +247,9 @@ const ALIASES: &[(&str, &str)] = &[
     ("domain", "dns route53 domains"),
     ("billing", "billing costs budgets"),
     ("cost", "billing costs"),
+    ("budget", "billing costs budgets"),
+    ("budgets", "billing costs budgets"),
+    ("nosql", "cosmos documentdb dynamodb firestore datastore bigtable"),
     ("costs", "billing costs"),
     ("invoice", "billing invoices"),
     ("invoices", "billing invoices"),
@@ -299,6 +302,16 @@ const ALIASES: &[(&str, &str)] = &[
     ("jit", "privilegedaccessmanager privileged access grants"),
     ("cloud functions", "cloudfunctions functions"),
     ("cloud run", "run services"),
+    // Azure's short names for what its catalogue spells out.
+    ("nsg", "network security groups networksecuritygroups"),
+    ("nsgs", "network security groups networksecuritygroups"),
+    ("vnet", "virtual networks virtualnetworks"),
+    ("vnets", "virtual networks virtualnetworks"),
+    ("acr", "container registry containerregistry registries"),
+    ("aks", "kubernetes container clusters managedclusters"),
+    ("asr", "site recovery"),
+    ("web app", "web sites website"),
+    ("function app", "web sites website functions"),
 ];
 
 /// The question plus the catalogue vocabulary its everyday words stand for.
@@ -492,6 +505,15 @@ mod tests {
         assert_eq!(title_words_named(&q, "Filestore Viewer"), 0.5);
         assert_eq!(title_words_named(&q, "AmazonS3ReadOnlyAccess"), 0.75, "Amazon S3 Read Only Access, less 'access'");
         assert_eq!(title_words_named(&q, "Kubernetes Engine Admin"), 0.0);
+    }
+
+    #[test]
+    fn short_names_expand_as_whole_words_only() {
+        let q: HashSet<String> = words(&expand_query("edit the NSG rules on our vnet")).into_iter().collect();
+        assert_eq!(title_words_named(&q, "Network Security Group Editor"), 0.75);
+        assert!(q.contains("virtualnetwork"), "{q:?}");
+        assert!(!expand_query("copy images across regions from contosoacr").contains("registries"));
+        assert!(expand_query("pull from our ACR").contains("registries"));
     }
 
     #[test]

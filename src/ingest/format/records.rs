@@ -214,11 +214,19 @@ const BROAD_SERVICES: usize = 100;
 /// The services a broad record reaches (`usize::MAX` for all), `None` below [`BROAD_SERVICES`]:
 /// the distinct services of its identifier lists (`storage` of `storage.objects.get`,
 /// `Microsoft.Storage` of `Microsoft.Storage/storageAccounts/read`) and of its IAM policy
-/// documents' actions, where `*` or an `Allow` of `NotAction` reaches everything.
+/// documents' actions, where `*` or an `Allow` of `NotAction` reaches everything, as does an
+/// identifier whose service is `*`.
 fn broad_reach(
     rest: &[(&String, &serde_json::Value)],
     record: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<usize> {
+    let strings = |v: &'_ serde_json::Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|i| i.as_str().map(str::to_string)).collect()
+    };
+    // Azure grants every service as `*` (Owner, Contributor) or `*/read` (Reader).
+    if rest.iter().any(|(_, v)| strings(v).iter().any(|i| service_of(i) == "*")) {
+        return Some(usize::MAX);
+    }
     let mut services = std::collections::HashSet::new();
     for items in rest.iter().filter_map(|(_, v)| identifier_list(v)) {
         services.extend(items.into_iter().map(service_of));
@@ -422,5 +430,24 @@ mod tests {
                 .collect();
         assert!(is_broad(&docs[0].metadata) && is_broad(&docs[1].metadata) && !is_broad(&docs[2].metadata));
         assert!(docs[0].chunks.last().unwrap().text.starts_with("reach: all services."));
+
+        // Azure: a wildcard service in an allow list reaches all.
+        let azure = RecordSpec {
+            id_field: "id".into(),
+            title_field: Some("name".into()),
+            text_fields: vec!["description".into(), "actions".into()],
+        };
+        let role = |name: &str, actions: serde_json::Value| serde_json::json!({"id": name, "name": name, "description": "A role.", "actions": actions});
+        let text = format!(
+            "{}\n{}\n{}\n",
+            role("Owner", serde_json::json!(["*"])),
+            role("Reader", serde_json::json!(["*/read"])),
+            role("Storage Account Contributor", serde_json::json!(["Microsoft.Storage/storageAccounts/*"])),
+        );
+        let docs: Vec<Document> =
+            RecordReader::new(text.as_bytes(), &azure, "azure.jsonl", Version::new(1, 0), 256, 16, &estimate_tokens)
+                .map(|r| r.unwrap().unwrap())
+                .collect();
+        assert!(is_broad(&docs[0].metadata) && is_broad(&docs[1].metadata) && !is_broad(&docs[2].metadata));
     }
 }
