@@ -10,26 +10,24 @@ fn corpus(name: &str) -> std::path::PathBuf {
     p
 }
 
+/// `askiam ingest --json --format records` of a shared corpus with these fields.
+fn ingest_corpus(a: &Askiam, name: &str, id: &str, title: &str, texts: &[&str]) -> (Vec<String>, serde_json::Value) {
+    let mut args: Vec<String> = ["ingest", "--json", "--format", "records", "--id-field", id, "--title-field", title]
+        .map(String::from)
+        .to_vec();
+    for t in texts {
+        args.extend(["--text-field".to_string(), t.to_string()]);
+    }
+    args.push(corpus(name).to_str().unwrap().to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let summary = a.json(&refs);
+    (args, summary)
+}
+
 #[test]
 fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     let a = Askiam::new();
-    let path = corpus("gcp_roles.jsonl");
-    let args = [
-        "ingest",
-        "--json",
-        "--format",
-        "records",
-        "--id-field",
-        "id",
-        "--title-field",
-        "title",
-        "--text-field",
-        "description",
-        "--text-field",
-        "permissions",
-        path.to_str().unwrap(),
-    ];
-    let s = a.json(&args);
+    let (args, s) = ingest_corpus(&a, "gcp_roles.jsonl", "id", "title", &["description", "permissions"]);
     assert_eq!(s["documents"], 2387, "{s}");
     assert_eq!(s["quarantined"], 0, "{s}");
     assert!(!a.data_dir().join("knowledge").exists(), "no policy documents, no action catalogue");
@@ -51,7 +49,7 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     assert!(!hits.iter().any(|h| broad.contains(&h["id"].as_str().unwrap())), "{hits:?}");
 
     // The same file again: nothing to do.
-    let again = a.json(&args);
+    let again = a.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(again["already_applied"], 1, "{again}");
     assert_eq!(again["embedded_texts"], 0, "{again}");
 }
@@ -59,25 +57,8 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
 #[test]
 fn azure_roles_ingest_and_their_catch_all_roles_are_found() {
     let a = Askiam::new();
-    let path = corpus("azure_builtin_roles.jsonl");
-    let args = [
-        "ingest",
-        "--json",
-        "--format",
-        "records",
-        "--id-field",
-        "id",
-        "--title-field",
-        "name",
-        "--text-field",
-        "description",
-        "--text-field",
-        "actions",
-        "--text-field",
-        "data_actions",
-        path.to_str().unwrap(),
-    ];
-    let s = a.json(&args);
+    let (_, s) =
+        ingest_corpus(&a, "azure_builtin_roles.jsonl", "id", "name", &["description", "actions", "data_actions"]);
     assert_eq!(s["documents"], 928, "{s}");
     assert_eq!(s["quarantined"], 0, "{s}");
 
