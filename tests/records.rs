@@ -10,6 +10,28 @@ fn corpus(name: &str) -> std::path::PathBuf {
     p
 }
 
+/// One AWS managed policy as a corpus line: a description and one Allow statement.
+fn policy(name: &str, description: &str, actions: serde_json::Value) -> String {
+    serde_json::json!({"name": name, "description": description,
+        "document": {"Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}})
+    .to_string()
+}
+
+/// Ingests these policies and AWS's own `AmazonSQSFullAccess` (`sqs:*`, described in
+/// boilerplate that names no action) as a records collection.
+fn ingest_policies(a: &Askiam, mut lines: Vec<String>) {
+    lines.push(policy(
+        "AmazonSQSFullAccess",
+        "Provides full access to Amazon SQS via the console.",
+        serde_json::json!("sqs:*"),
+    ));
+    let file = a.dir.path().join("policies.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let args = ["ingest", "--json", "--format", "records", "--id-field", "name", "--text-field", "description"];
+    a.json(&[&args[..], &[file.to_str().unwrap()]].concat());
+}
+
 /// `askiam ingest --json --format records` of a shared corpus with these fields.
 fn ingest_corpus(a: &Askiam, name: &str, id: &str, title: &str, texts: &[&str]) -> (Vec<String>, serde_json::Value) {
     let mut args: Vec<String> = ["ingest", "--json", "--format", "records", "--id-field", id, "--title-field", title]
@@ -133,30 +155,49 @@ fn policy_documents_rank_by_what_their_actions_do() {
 #[test]
 fn a_policy_granting_what_is_asked_joins_the_candidates_its_words_missed() {
     let a = Askiam::new();
-    let file = a.dir.path().join("policies.jsonl");
-    let policy = |name: &str, description: &str, action: &str| {
-        serde_json::json!({"name": name, "description": description,
-            "document": {"Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}})
-        .to_string()
-    };
     // Thirty policies repeat the question's words but grant something else; the service's own
     // policy says none of them, as AWS's boilerplate descriptions don't.
-    let mut lines: Vec<String> = (0..30)
+    let lines: Vec<String> = (0..30)
         .map(|i| {
             policy(
                 &format!("Runbook{i}"),
                 &format!("Notes on how to start a message move task, part {i}."),
-                "logs:PutLogEvents",
+                serde_json::json!("logs:PutLogEvents"),
             )
         })
         .collect();
-    lines.push(policy("AmazonSQSFullAccess", "Provides full access to Amazon SQS via the console.", "sqs:*"));
-    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let args = ["ingest", "--json", "--format", "records", "--id-field", "name", "--text-field", "description"];
-    a.json(&[&args[..], &[file.to_str().unwrap()]].concat());
+    ingest_policies(&a, lines);
 
     let hits = a.search("start a message move task", &["--k", "5"]);
     let ids: Vec<_> = hits.iter().map(|h| (h["id"].clone(), h["score"].clone())).collect();
     assert_eq!(hits[0]["id"], "AmazonSQSFullAccess", "{ids:?}");
+}
+
+#[test]
+fn a_pasted_access_denied_message_finds_the_policy_that_grants_the_denied_action() {
+    let a = Askiam::new();
+    // Policies that share the message's words but do not grant the action it names.
+    let mut lines: Vec<String> = (0..10)
+        .map(|i| {
+            policy(
+                &format!("Troubleshooting{i}"),
+                &format!("When a user is not authorized to perform an action on a resource, part {i}."),
+                serde_json::json!("logs:PutLogEvents"),
+            )
+        })
+        .collect();
+    lines.push(policy(
+        "AmazonSQSReadOnlyAccess",
+        "Read only access to Amazon SQS: list queues and see message move task status.",
+        serde_json::json!(["sqs:Get*", "sqs:List*"]),
+    ));
+    ingest_policies(&a, lines);
+
+    let message = "User: arn:aws:iam::123456789012:user/bob is not authorized to perform: \
+                   sqs:StartMessageMoveTask on resource: arn:aws:sqs:us-east-1:123456789012:orders-dlq";
+    let hits = a.search(message, &["--k", "5"]);
+    let ids: Vec<_> = hits.iter().map(|h| h["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids[0], "AmazonSQSFullAccess", "{ids:?}");
+    let read_only = ids.iter().position(|id| id == "AmazonSQSReadOnlyAccess");
+    assert!(read_only.is_none_or(|p| p > 1), "{ids:?}");
 }

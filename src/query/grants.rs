@@ -324,9 +324,36 @@ async fn vectors(embedder: &dyn Embedder, any_provider: bool) -> Result<Arc<Vect
     Ok(v)
 }
 
-/// What a question asks to be allowed to do: the catalogue actions nearest to it.
+/// What a question asks to be allowed to do: the catalogue actions nearest to it, or the
+/// ones it names outright.
 pub struct Asked {
     nearest: Vec<(f32, u32)>,
+    named: bool,
+}
+
+/// The catalogue actions a question names as `prefix:Action` (an AccessDenied message pasted
+/// into the chat: "not authorized to perform: sqs:StartMessageMoveTask on resource …"). ARNs,
+/// with more than one colon, are not actions.
+pub fn actions_named(question: &str) -> Vec<u32> {
+    let c = catalogue();
+    let mut out = Vec::new();
+    for token in question.split(|ch: char| !(ch.is_alphanumeric() || ch == ':' || ch == '-')) {
+        let Some((prefix, _)) = token.split_once(':') else { continue };
+        if token.matches(':').count() != 1 {
+            continue;
+        }
+        let token = token.to_ascii_lowercase();
+        let found = c
+            .by_prefix
+            .get(&prefix.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .find(|&&i| c.actions[i as usize] == token);
+        if let Some(&i) = found.filter(|i| !out.contains(*i)) {
+            out.push(i);
+        }
+    }
+    out
 }
 
 impl Asked {
@@ -359,7 +386,22 @@ impl Asked {
         }
         sims.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
         sims.truncate(n);
-        Some(Asked { nearest: sims })
+        Some(Asked { nearest: sims, named: false })
+    }
+
+    /// The actions a question names (see [`actions_named`]) instead of the nearest ones: the
+    /// user pasted what was denied, so that is what is asked, exactly.
+    pub fn naming(self, question: &str) -> Asked {
+        let named = actions_named(question);
+        if named.is_empty() {
+            return self;
+        }
+        Asked { nearest: named.into_iter().map(|i| (1.0, i)).collect(), named: true }
+    }
+
+    /// Whether the question named the actions it asks for.
+    pub fn is_named(&self) -> bool {
+        self.named
     }
 
     /// How strongly a record's policy documents grant the asked actions: their similarity to
@@ -404,6 +446,21 @@ pub fn evidence(asked: &Asked, hits: &[Hit]) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actions_are_named_by_prefix_and_name_not_by_arn() {
+        let c = catalogue();
+        let named = |q: &str| actions_named(q).into_iter().map(|i| c.actions[i as usize].clone()).collect::<Vec<_>>();
+        assert_eq!(
+            named("User: arn:aws:iam::123456789012:user/bob is not authorized to perform: sqs:StartMessageMoveTask on resource: arn:aws:sqs:us-east-1:1:q"),
+            ["sqs:startmessagemovetask"]
+        );
+        assert_eq!(
+            named("ssm:sendcommand and SSM:SendCommand, then ecr:InitiateLayerUpload."),
+            ["ssm:sendcommand", "ecr:initiatelayerupload"]
+        );
+        assert!(named("at 10:30 we hit s3:NoSuchAction and nosuchservice:Get").is_empty());
+    }
 
     #[test]
     fn iam_wildcards_match_like_iam() {

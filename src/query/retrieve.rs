@@ -139,6 +139,10 @@ fn title_vocabulary(text: &str) -> HashSet<String> {
 /// 0.8 tried; 0.5 found most).
 const GRANTS: f32 = 0.5;
 
+/// The score factor of a policy that does not grant the action a question names outright
+/// ("not authorized to perform: ssm:SendCommand" is not answered by AmazonSSMReadOnlyAccess).
+const NOT_GRANTING_NAMED: f32 = 0.5;
+
 /// How likely a person is to ask for this document's role or policy, as a score factor.
 ///
 /// Catalogues are full of roles no one requests: cloud service agents, policies of
@@ -457,7 +461,7 @@ pub async fn search(
     let expanded = title_vocabulary(&req.text);
     let asked = match req.vector.as_deref() {
         Some(v) if hits.iter().any(|h| grants::has_policy_document(&h.metadata)) => {
-            grants::Asked::of(embedder, v).await
+            grants::Asked::of(embedder, v).await.map(|a| a.naming(text))
         }
         _ => None,
     };
@@ -469,10 +473,16 @@ pub async fn search(
         add_broad(index, &req, &mut hits).await?;
     }
     let grants = asked.as_ref().and_then(|a| grants::evidence(a, &hits));
+    let names_actions = asked.as_ref().is_some_and(grants::Asked::is_named);
     for (i, h) in hits.iter_mut().enumerate() {
         // Priors scale what retrieval found; naming a title outright is not discounted.
         let named = 1.0 + TITLE_WORDS * title_words_named(&expanded, &h.title);
-        let granted = 1.0 + GRANTS * grants.as_ref().map_or(0.0, |g| g[i]);
+        let granted = match grants.as_ref() {
+            // A policy that does not grant the action the question names cannot be the answer.
+            Some(g) if names_actions && g[i] == 0.0 && grants::has_policy_document(&h.metadata) => NOT_GRANTING_NAMED,
+            Some(g) => 1.0 + GRANTS * g[i],
+            None => 1.0,
+        };
         let broad = if everything && records::is_broad(&h.metadata) { 1.0 + BROAD_BONUS } else { 1.0 };
         h.score = h.score * person_prior(h) * breadth_prior(&h.title) * named * granted * broad
             + TITLE_BONUS * title_coverage(&question, &h.title);
