@@ -478,7 +478,7 @@ pub async fn search(
         // Priors scale what retrieval found; naming a title outright is not discounted.
         let named = 1.0 + TITLE_WORDS * title_words_named(&expanded, &h.title);
         let granted = match grants.as_ref() {
-            // A policy that does not grant the action the question names cannot be the answer.
+            // A policy that does not grant the action the question names does not answer it.
             Some(g) if names_actions && g[i] == 0.0 && grants::has_policy_document(&h.metadata) => NOT_GRANTING_NAMED,
             Some(g) => 1.0 + GRANTS * g[i],
             None => 1.0,

@@ -220,11 +220,11 @@ fn broad_reach(
     rest: &[(&String, &serde_json::Value)],
     record: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<usize> {
-    let strings = |v: &'_ serde_json::Value| -> Vec<String> {
-        v.as_array().into_iter().flatten().filter_map(|i| i.as_str().map(str::to_string)).collect()
-    };
     // Azure grants every service as `*` (Owner, Contributor) or `*/read` (Reader).
-    if rest.iter().any(|(_, v)| strings(v).iter().any(|i| service_of(i) == "*")) {
+    let any_service = |v: &serde_json::Value| {
+        v.as_array().into_iter().flatten().filter_map(|i| i.as_str()).any(|i| service_of(i) == "*")
+    };
+    if rest.iter().any(|(_, v)| any_service(v)) {
         return Some(usize::MAX);
     }
     let mut services = std::collections::HashSet::new();
