@@ -92,6 +92,38 @@ fn azure_roles_ingest_and_their_catch_all_roles_are_found() {
 }
 
 #[test]
+fn a_product_described_by_what_it_does_ranks_its_roles_first() {
+    // "x-ray and MRI studies" is what Google's Healthcare API documents are about (DICOM
+    // studies); no word of the question is in the Healthcare role, while the others share
+    // "push", "cloud" and "store" with it.
+    let a = Askiam::new();
+    let roles = [
+        serde_json::json!({"id": "roles/healthcare.dicomEditor", "title": "Healthcare DICOM Editor",
+            "description": "Edit DICOM stores and their data.",
+            "permissions": ["healthcare.dicomStores.dicomWebWrite", "healthcare.dicomStores.get",
+                "healthcare.datasets.get", "resourcemanager.projects.get"]}),
+        serde_json::json!({"id": "roles/storage.objectCreator", "title": "Storage Object Creator",
+            "description": "Push new objects into the cloud store.",
+            "permissions": ["storage.objects.create", "resourcemanager.projects.get"]}),
+        serde_json::json!({"id": "roles/run.invoker", "title": "Cloud Run Invoker",
+            "description": "Call services in the cloud.", "permissions": ["run.routes.invoke"]}),
+    ];
+    let file = a.dir.path().join("roles.jsonl");
+    std::fs::write(&file, roles.map(|r| r.to_string()).join("\n") + "\n").unwrap();
+    let args = ["ingest", "--json", "--format", "records", "--id-field", "id", "--title-field", "title"];
+    let fields = ["--text-field", "description", "--text-field", "permissions", file.to_str().unwrap()];
+    a.json(&[&args[..], &fields[..]].concat());
+
+    let hits = a.search("our hospital has to push x-ray and MRI studies into the cloud imaging store", &["--k", "3"]);
+    assert_eq!(hits[0]["id"], "roles/healthcare.dicomEditor", "{hits:?}");
+    // What each role's permissions are mostly about: one `resourcemanager` permission in four
+    // is a quarter of the largest service's three, so it counts; one `storage` of two does too.
+    let services = |id: &str| hits.iter().find(|h| h["id"] == id).unwrap()["metadata"]["askiam_services"].clone();
+    assert_eq!(services("roles/healthcare.dicomEditor"), serde_json::json!(["healthcare", "resourcemanager"]));
+    assert_eq!(services("roles/run.invoker"), serde_json::json!(["run"]));
+}
+
+#[test]
 fn a_newer_collection_deletes_records_it_no_longer_has() {
     let a = Askiam::new();
     let dir = a.dir.path().join("c");

@@ -9,5 +9,6 @@ pub mod generate;
 pub mod grants;
 pub mod log;
 pub mod retrieve;
+pub mod services;
 pub mod understand;
 pub mod validate;

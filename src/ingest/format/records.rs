@@ -101,6 +101,7 @@ impl Settings<'_> {
         // A record that reaches (nearly) every service is asked for in words no list holds
         // ("everything in the project", "all resources"); say so, for keyword search.
         let reach = broad_reach(&rest, &obj);
+        let services = if reach.is_some() { Vec::new() } else { main_services(&rest) };
         if let Some(reach) = reach {
             texts.push((broad_words(reach), true));
         }
@@ -119,6 +120,9 @@ impl Settings<'_> {
             obj.into_iter().filter(|(k, _)| *k != self.spec.id_field && !self.spec.text_fields.contains(k)).collect();
         if reach.is_some() {
             metadata.entry(BROAD_KEY).or_insert(serde_json::Value::Bool(true));
+        }
+        if !services.is_empty() {
+            metadata.entry(SERVICES_KEY).or_insert(services.into());
         }
         Ok(Document {
             id,
@@ -255,6 +259,39 @@ fn service_of(identifier: &str) -> String {
     identifier.split(cut).next().unwrap_or(identifier).to_ascii_lowercase()
 }
 
+/// The metadata key of the services a record's permission lists are mostly about.
+pub const SERVICES_KEY: &str = "askiam_services";
+
+/// How many services [`main_services`] names at most, and the share of the largest one's
+/// permissions a service needs to be named beside it.
+const MAIN_SERVICES: usize = 3;
+const MAIN_SHARE: usize = 4;
+
+/// The services a record's identifier lists are mostly about (`healthcare` for a role with 40
+/// `healthcare.*` permissions and one `resourcemanager.projects.get`), largest first: those
+/// with at least a quarter as many identifiers as the largest, at most three. A broad record
+/// has none (it is about everything). Lower-cased, as `query::services` keys them.
+fn main_services(rest: &[(&String, &serde_json::Value)]) -> Vec<String> {
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for items in rest.iter().filter_map(|(_, v)| identifier_list(v)) {
+        for i in items {
+            *counts.entry(service_of(i)).or_default() += 1;
+        }
+    }
+    if counts.len() >= BROAD_SERVICES {
+        return Vec::new();
+    }
+    let largest = counts.values().copied().max().unwrap_or(0);
+    let mut main: Vec<(String, usize)> = counts.into_iter().filter(|(_, n)| n * MAIN_SHARE >= largest).collect();
+    main.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    main.into_iter().take(MAIN_SERVICES).map(|(s, _)| s).collect()
+}
+
+/// The services ingest recorded for a record ([`SERVICES_KEY`]).
+pub fn services_of(metadata: &serde_json::Map<String, serde_json::Value>) -> impl Iterator<Item = &str> {
+    metadata.get(SERVICES_KEY).and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
+}
+
 /// The metadata flag of a broad record (a record's own field of that name is kept as it is).
 pub const BROAD_KEY: &str = "askiam_broad";
 
@@ -387,6 +424,20 @@ mod tests {
         assert_eq!(d.metadata["stage"], "GA");
         assert!(!d.metadata.contains_key("permissions"));
         assert_eq!(out[1].as_ref().unwrap_err().line, Some(2));
+    }
+
+    #[test]
+    fn a_record_is_about_the_services_most_of_its_permissions_name() {
+        let list = |items: &[&str]| serde_json::json!(items);
+        let name = "permissions".to_string();
+        let run = ["run.services.get", "run.services.list", "run.jobs.run", "run.jobs.get", "run.jobs.list"];
+        let perms = list(&[&run[..], &["storage.objects.get"]].concat());
+        assert_eq!(main_services(&[(&name, &perms)]), ["run"], "one is less than a quarter of five");
+        let perms = list(&[&run[..4], &["storage.objects.get"]].concat());
+        assert_eq!(main_services(&[(&name, &perms)]), ["run", "storage"], "one is a quarter of four");
+        let perms = list(&["storage.objects.get", "storage.objects.list", "Microsoft.Storage/storageAccounts/read"]);
+        assert_eq!(main_services(&[(&name, &perms)]), ["storage", "microsoft.storage"]);
+        assert!(main_services(&[(&name, &serde_json::json!("not a list"))]).is_empty());
     }
 
     #[test]
