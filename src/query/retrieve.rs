@@ -483,7 +483,7 @@ pub async fn search(
     if everything {
         add_broad(index, &req, &mut hits).await?;
     }
-    // What the service's API documents say the question is about: a role's title names the
+    // Which services their API documents say the question is about: a role's title names the
     // product, the question often only what it does.
     let likely: Vec<&str> = if hits.iter().any(|h| records::services_of(&h.metadata).next().is_some()) {
         services::gcp().likely(text, LIKELY_SERVICES).into_iter().map(|(s, _)| s).collect()
