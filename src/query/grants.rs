@@ -16,7 +16,6 @@
 //! for minutes. Any failure here leaves the ranking as it was.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
@@ -168,13 +167,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 pub fn catalogue() -> &'static Catalogue {
-    static CATALOGUE: LazyLock<Catalogue> = LazyLock::new(|| {
-        let mut tsv = String::new();
-        flate2::read::GzDecoder::new(CATALOGUE_GZ)
-            .read_to_string(&mut tsv)
-            .expect("the shipped action catalogue is valid gzip and UTF-8");
-        Catalogue::parse(&tsv)
-    });
+    static CATALOGUE: LazyLock<Catalogue> = LazyLock::new(|| Catalogue::parse(&super::shipped_text(CATALOGUE_GZ)));
     &CATALOGUE
 }
 

@@ -12,3 +12,12 @@ pub mod retrieve;
 pub mod services;
 pub mod understand;
 pub mod validate;
+
+/// The text of a gzipped catalogue shipped in the binary (`include_bytes!`; the scripts in
+/// `scripts/` build them).
+fn shipped_text(gz: &[u8]) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(gz).read_to_string(&mut text).expect("a shipped catalogue is valid gzip and UTF-8");
+    text
+}

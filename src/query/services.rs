@@ -14,7 +14,6 @@
 //! collection whose permissions are named that way, in any index.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::sync::LazyLock;
 
 static GCP_GZ: &[u8] = include_bytes!("services/gcp_services.tsv.gz");
@@ -99,13 +98,7 @@ impl Services {
 
 /// Google Cloud's services, from the discovery documents.
 pub fn gcp() -> &'static Services {
-    static GCP: LazyLock<Services> = LazyLock::new(|| {
-        let mut tsv = String::new();
-        flate2::read::GzDecoder::new(GCP_GZ)
-            .read_to_string(&mut tsv)
-            .expect("the shipped service catalogue is valid gzip and UTF-8");
-        Services::parse(&tsv)
-    });
+    static GCP: LazyLock<Services> = LazyLock::new(|| Services::parse(&super::shipped_text(GCP_GZ)));
     &GCP
 }
 
