@@ -486,7 +486,7 @@ pub async fn search(
     // Which services their API documents say the question is about: a role's title names the
     // product, the question often only what it does.
     let likely: Vec<&str> = if hits.iter().any(|h| records::services_of(&h.metadata).next().is_some()) {
-        services::gcp().likely(text, LIKELY_SERVICES).into_iter().map(|(s, _)| s).collect()
+        services::gcp().likely(text, LIKELY_SERVICES)
     } else {
         Vec::new()
     };

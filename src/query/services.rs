@@ -81,9 +81,9 @@ impl Services {
         self.names.is_empty()
     }
 
-    /// The `n` services whose documents a question's words weigh most in, best first, with
-    /// their weights; none when no word of it is in any.
-    pub fn likely(&self, question: &str, n: usize) -> Vec<(&str, f32)> {
+    /// The `n` services whose documents a question's words weigh most in, best first; none
+    /// when no word of it is in any.
+    pub fn likely(&self, question: &str, n: usize) -> Vec<&str> {
         let mut score = vec![0f32; self.names.len()];
         for t in terms(question) {
             for &(s, w) in self.postings.get(&t).into_iter().flatten() {
@@ -92,7 +92,7 @@ impl Services {
         }
         let mut ranked: Vec<(usize, f32)> = score.into_iter().enumerate().filter(|(_, w)| *w > 0.0).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| self.names[a.0].cmp(&self.names[b.0])));
-        ranked.into_iter().take(n).map(|(s, w)| (self.names[s].as_str(), w)).collect()
+        ranked.into_iter().take(n).map(|(s, _)| self.names[s].as_str()).collect()
     }
 }
 
@@ -119,7 +119,7 @@ mod tests {
     fn products_described_in_other_words_are_found_by_their_documents() {
         let services = gcp();
         assert!(services.len() > 300, "{}", services.len());
-        let top = |q: &str| services.likely(q, 2).into_iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>();
+        let top = |q: &str| services.likely(q, 2).into_iter().map(str::to_string).collect::<Vec<_>>();
         assert!(top("move our vSphere VMs onto compute engine").contains(&"vmmigration".to_string()));
         assert!(top("our hospital has to push x-ray and MRI studies (DICOM) into the cloud")
             .contains(&"healthcare".to_string()));

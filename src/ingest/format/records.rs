@@ -5,6 +5,7 @@
 //! record's own id (`roles/storage.objectViewer`), not one of ours, because that is what a user
 //! of the collection knows it by.
 
+use std::collections::HashMap;
 use std::io::BufRead;
 
 use super::text::split_to_budget;
@@ -100,8 +101,9 @@ impl Settings<'_> {
         }
         // A record that reaches (nearly) every service is asked for in words no list holds
         // ("everything in the project", "all resources"); say so, for keyword search.
-        let reach = broad_reach(&rest, &obj);
-        let services = if reach.is_some() { Vec::new() } else { main_services(&rest) };
+        let listed = listed_services(&rest);
+        let reach = broad_reach(&rest, &listed, &obj);
+        let services = if reach.is_some() { Vec::new() } else { main_services(listed) };
         if let Some(reach) = reach {
             texts.push((broad_words(reach), true));
         }
@@ -222,6 +224,7 @@ const BROAD_SERVICES: usize = 100;
 /// identifier whose service is `*`.
 fn broad_reach(
     rest: &[(&String, &serde_json::Value)],
+    listed: &HashMap<String, usize>,
     record: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<usize> {
     // Azure grants every service as `*` (Owner, Contributor) or `*/read` (Reader).
@@ -231,10 +234,7 @@ fn broad_reach(
     if rest.iter().any(|(_, v)| any_service(v)) {
         return Some(usize::MAX);
     }
-    let mut services = std::collections::HashSet::new();
-    for items in rest.iter().filter_map(|(_, v)| identifier_list(v)) {
-        services.extend(items.into_iter().map(service_of));
-    }
+    let mut services: std::collections::HashSet<String> = listed.keys().cloned().collect();
     if crate::query::grants::allows_everything_but(record) {
         return Some(usize::MAX);
     }
@@ -267,20 +267,24 @@ pub const SERVICES_KEY: &str = "askiam_services";
 const MAIN_SERVICES: usize = 3;
 const MAIN_SHARE: usize = 4;
 
-/// The services a record's identifier lists are mostly about (`healthcare` for a role with 40
-/// `healthcare.*` permissions and one `resourcemanager.projects.get`), largest first: those
-/// with at least a quarter as many identifiers as the largest, at most three. A broad record
-/// has none (it is about everything). Lower-cased, as `query::services` keys them.
-fn main_services(rest: &[(&String, &serde_json::Value)]) -> Vec<String> {
-    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+/// How many identifiers of a record's identifier lists each service has, lower-cased as
+/// [`service_of`] gives it: what [`broad_reach`] and [`main_services`] read.
+fn listed_services(rest: &[(&String, &serde_json::Value)]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
     for items in rest.iter().filter_map(|(_, v)| identifier_list(v)) {
         for i in items {
             *counts.entry(service_of(i)).or_default() += 1;
         }
     }
-    if counts.len() >= BROAD_SERVICES {
-        return Vec::new();
-    }
+    counts
+}
+
+/// The services a record's identifier lists are mostly about (`healthcare` for a role with 40
+/// `healthcare.*` permissions and one `resourcemanager.projects.get`), largest first: those
+/// with at least a quarter as many identifiers as the largest, at most three. (Ingest asks
+/// only for records that are not broad: a broad one is about everything.) Lower-cased, as
+/// `query::services` keys them.
+fn main_services(counts: HashMap<String, usize>) -> Vec<String> {
     let largest = counts.values().copied().max().unwrap_or(0);
     let mut main: Vec<(String, usize)> = counts.into_iter().filter(|(_, n)| n * MAIN_SHARE >= largest).collect();
     main.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -432,12 +436,12 @@ mod tests {
         let name = "permissions".to_string();
         let run = ["run.services.get", "run.services.list", "run.jobs.run", "run.jobs.get", "run.jobs.list"];
         let perms = list(&[&run[..], &["storage.objects.get"]].concat());
-        assert_eq!(main_services(&[(&name, &perms)]), ["run"], "one is less than a quarter of five");
+        assert_eq!(main_services(listed_services(&[(&name, &perms)])), ["run"], "one is less than a quarter of five");
         let perms = list(&[&run[..4], &["storage.objects.get"]].concat());
-        assert_eq!(main_services(&[(&name, &perms)]), ["run", "storage"], "one is a quarter of four");
+        assert_eq!(main_services(listed_services(&[(&name, &perms)])), ["run", "storage"], "one is a quarter of four");
         let perms = list(&["storage.objects.get", "storage.objects.list", "Microsoft.Storage/storageAccounts/read"]);
-        assert_eq!(main_services(&[(&name, &perms)]), ["storage", "microsoft.storage"]);
-        assert!(main_services(&[(&name, &serde_json::json!("not a list"))]).is_empty());
+        assert_eq!(main_services(listed_services(&[(&name, &perms)])), ["storage", "microsoft.storage"]);
+        assert!(main_services(listed_services(&[(&name, &serde_json::json!("not a list"))])).is_empty());
     }
 
     #[test]
