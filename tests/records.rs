@@ -70,6 +70,19 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     let broad = ["roles/viewer", "roles/editor", "roles/owner"];
     assert!(!hits.iter().any(|h| broad.contains(&h["id"].as_str().unwrap())), "{hits:?}");
 
+    // The first hits do not depend on how many are asked for: `eval` (10 hits), the CLI's
+    // default (5) and a long list (20) rank alike.
+    for q in
+        ["who can create VMs and attach disks", "publish messages to a topic", "read the objects in one storage bucket"]
+    {
+        let ids = |k: &str| -> Vec<String> {
+            a.search(q, &["--k", k]).iter().map(|h| h["id"].as_str().unwrap().to_string()).collect()
+        };
+        let (five, twenty) = (ids("5"), ids("20"));
+        assert_eq!(five, twenty[..5], "{q}");
+        assert_eq!(ids("10"), twenty[..10], "{q}");
+    }
+
     // The same file again: nothing to do.
     let again = a.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(again["already_applied"], 1, "{again}");
@@ -187,9 +200,9 @@ fn policy_documents_rank_by_what_their_actions_do() {
 #[test]
 fn a_policy_granting_what_is_asked_joins_the_candidates_its_words_missed() {
     let a = Askiam::new();
-    // Thirty policies repeat the question's words but grant something else; the service's own
-    // policy says none of them, as AWS's boilerplate descriptions don't.
-    let lines: Vec<String> = (0..30)
+    // More policies than the rerank sees repeat the question's words but grant something else;
+    // the service's own policy says none of them, as AWS's boilerplate descriptions don't.
+    let lines: Vec<String> = (0..60)
         .map(|i| {
             policy(
                 &format!("Runbook{i}"),
