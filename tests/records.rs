@@ -83,6 +83,13 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
         assert_eq!(ids("10"), twenty[..10], "{q}");
     }
 
+    // A misspelt question finds what the spelt one does.
+    let ids = |q: &str| -> Vec<String> {
+        a.search(q, &["--k", "5"]).iter().map(|h| h["id"].as_str().unwrap().to_string()).collect()
+    };
+    let spelt = ids("publish messages to a pubsub topic and read the subscriptions");
+    assert_eq!(ids("publsh mesages to a pubsub topic and read the subscritpions"), spelt);
+
     // The same file again: nothing to do.
     let again = a.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(again["already_applied"], 1, "{again}");

@@ -33,6 +33,7 @@ use rusqlite::{params, params_from_iter, Connection, DatabaseName, OpenFlags, Op
 use rusqlite::{Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
+use super::spelling::Vocabulary;
 use super::{ApplyReport, DocState, Guard, Hit, Index, IndexError, IndexInfo, SearchRequest, Upsert, Write};
 use crate::model::{Chunk, Document, Version};
 
@@ -76,6 +77,14 @@ struct State {
 struct Caches {
     vectors: Option<VectorCache>,
     results: Option<ResultCache>,
+    words: Option<WordCache>,
+}
+
+/// The live generation's words, for respelling questions (`Index::spellings`).
+struct WordCache {
+    generation: u64,
+    revision: i64,
+    vocabulary: Vocabulary,
 }
 
 /// Recent search results of the live generation at one revision: a question asked again
@@ -461,6 +470,11 @@ impl Index for EmbeddedIndex {
             })
         })
         .await
+    }
+
+    async fn spellings(&self, words: &[String]) -> Result<HashMap<String, String>, IndexError> {
+        let words = words.to_vec();
+        self.run(move |s| read(s, |tx, caches| spellings_in(tx, caches, &words))).await
     }
 
     async fn dump(&self, kinds: &[String]) -> Result<Vec<Write>, IndexError> {
@@ -922,6 +936,24 @@ fn search_in(tx: &Transaction, caches: &mut Caches, req: &SearchRequest, weights
     Ok(hits)
 }
 
+fn spellings_in(tx: &Transaction, caches: &mut Caches, words: &[String]) -> R<HashMap<String, String>> {
+    let live = live(tx)?;
+    let cache = match &mut caches.words {
+        Some(c) if c.generation == live.gen.0 && c.revision == live.revision => c,
+        slot => {
+            let (docs, chunks) = (live.gen.docs(), live.gen.chunks());
+            let mut stmt = tx.prepare(&format!(
+                "SELECT COALESCE(d.title, '') FROM {docs} d WHERE d.deleted = 0
+                 UNION ALL SELECT c.text FROM {chunks} c JOIN {docs} d ON d.id = c.doc_id WHERE d.deleted = 0"
+            ))?;
+            let texts: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let vocabulary = Vocabulary::from_texts(texts.iter().map(String::as_str));
+            slot.insert(WordCache { generation: live.gen.0, revision: live.revision, vocabulary })
+        }
+    };
+    Ok(words.iter().filter_map(|w| cache.vocabulary.nearest(w).map(|near| (w.clone(), near.to_string()))).collect())
+}
+
 fn search_uncached(
     tx: &Transaction,
     cache: &mut Option<VectorCache>,
@@ -1259,6 +1291,23 @@ mod tests {
         let other = EmbeddedIndex::open(&dir.path().join("index.sqlite")).unwrap();
         other.apply(vec![del("r:1", 20)]).await.unwrap();
         assert_eq!(ids(&idx.search(&q).await.unwrap()), ["r:2"]);
+    }
+
+    #[tokio::test]
+    async fn spellings_come_from_the_live_documents_and_follow_writes() {
+        let (_dir, idx) = fresh().await;
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        idx.apply(vec![up(doc("r:1", "role", 10, "Database Admin", &["manage database instances"]), 0)]).await.unwrap();
+        let spelt = idx.spellings(&words(&["databse", "instance", "intsances", "kubernetes"])).await.unwrap();
+        assert_eq!(spelt.len(), 2, "a held word (singular of a held plural) and a distant one: {spelt:?}");
+        assert_eq!(spelt["databse"], "database");
+        assert_eq!(spelt["intsances"], "instances");
+        // A write changes what is held; a deleted document's words are gone.
+        idx.apply(vec![up(doc("r:2", "role", 10, "Kubernetes Viewer", &["read clusters"]), 1)]).await.unwrap();
+        assert!(idx.spellings(&words(&["kubernetes"])).await.unwrap().is_empty());
+        assert_eq!(idx.spellings(&words(&["kubernets"])).await.unwrap()["kubernets"], "kubernetes");
+        idx.apply(vec![del("r:2", 20)]).await.unwrap();
+        assert!(idx.spellings(&words(&["kubernets"])).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! in with one atomic step, so searches never see a half-built index.
 
 pub mod embedded;
+pub mod spelling;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -181,6 +182,15 @@ pub trait Index: Send + Sync {
     /// These documents (their first chunk, score 0) from the live generation; absent ids are
     /// omitted. Chat cites the documents of the entities a question names this way.
     async fn get(&self, ids: &[String]) -> Result<Vec<Hit>, IndexError>;
+
+    /// For each of `words` the index does not hold, the nearest word it does
+    /// ([`spelling::Vocabulary::nearest`]); held words and those nothing is near are left out.
+    /// Retrieval respells a question with it before searching. The default respells nothing;
+    /// OpenSearch's term suggester (`suggest_mode: missing`) answers the same question.
+    async fn spellings(&self, words: &[String]) -> Result<HashMap<String, String>, IndexError> {
+        let _ = words;
+        Ok(HashMap::new())
+    }
 
     /// Every document and tombstone of the given kinds in the live generation, as writes
     /// that recreate them (used to carry documents over into a new generation).

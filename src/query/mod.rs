@@ -4,6 +4,7 @@
 //! `chat` is the one orchestrator every door (CLI, local server, Lambda, MCP) calls.
 
 pub mod chat;
+pub mod english;
 pub mod eval;
 pub mod generate;
 pub mod grants;

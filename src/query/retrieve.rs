@@ -11,11 +11,11 @@
 //! the fused list, scaled by how much of the question its title covers. This lives here, not
 //! in the index, so that every index implementation ranks alike.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use super::{grants, services};
+use super::{english, grants, services};
 use crate::embed::{EmbedError, Embedder, InputKind};
-use crate::index::{Hit, Index, IndexError, SearchRequest};
+use crate::index::{spelling, Hit, Index, IndexError, SearchRequest};
 use crate::ingest::format::records;
 
 #[derive(Debug, thiserror::Error)]
@@ -453,6 +453,44 @@ pub fn asks_for_everything(text: &str) -> bool {
     false
 }
 
+/// The question with each word that is no word of English, of Google's API documents or of
+/// the index spelt as the nearest word the index holds ("databse" → "database",
+/// "permision" → "permission"). A word the index lacks but the language has ("truck",
+/// "contractor") stays as written, and so does a name written with capitals ("PLCs").
+#[tracing::instrument(skip_all)]
+pub async fn respell(index: &dyn Index, text: &str) -> Result<String, IndexError> {
+    // Runs of letters, with their byte offsets.
+    let words: Vec<(usize, &str)> = text
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .map(|w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
+        .collect();
+    let unknown: Vec<String> = words
+        .iter()
+        .filter(|(_, w)| {
+            w.chars().count() >= spelling::MIN_LETTERS && w.chars().filter(|c| c.is_uppercase()).count() < 2
+        })
+        .map(|(_, w)| w.to_lowercase())
+        .filter(|w| !english::is_word(w) && !services::gcp().knows(w))
+        .collect();
+    let spelt = if unknown.is_empty() { HashMap::new() } else { index.spellings(&unknown).await? };
+    if spelt.is_empty() {
+        return Ok(text.to_string());
+    }
+    tracing::debug!(?spelt, "respelt");
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut at = 0;
+    for (start, w) in words {
+        if let Some(s) = spelt.get(&w.to_lowercase()) {
+            out.push_str(&text[at..start]);
+            out.push_str(s);
+            at = start + w.len();
+        }
+    }
+    out.push_str(&text[at..]);
+    Ok(out)
+}
+
 #[tracing::instrument(skip(index, embedder, filters), fields(k))]
 pub async fn search(
     index: &dyn Index,
@@ -461,6 +499,10 @@ pub async fn search(
     k: usize,
     filters: &Filters,
 ) -> Result<Vec<Hit>, RetrieveError> {
+    // Both searches and every rerank signal read the question as meant: a typo matches no
+    // keyword, names no title, and reads to the embedder as other word pieces.
+    let respelt = respell(index, text).await?;
+    let text = respelt.as_str();
     let vector = embedder.embed(&[text.to_string()], InputKind::Query).await?.pop();
     let req = SearchRequest {
         text: expand_query(text),
@@ -584,6 +626,43 @@ mod tests {
         ] {
             assert!(!asks_for_everything(q), "{q}");
         }
+    }
+
+    #[tokio::test]
+    async fn typos_are_respelt_as_the_index_spells_them_and_words_are_left_alone() {
+        use crate::index::{embedded::EmbeddedIndex, Guard, Upsert, Write};
+        use crate::model::{Chunk, Document, Version};
+        let dir = tempfile::tempdir().unwrap();
+        let index = EmbeddedIndex::open(&dir.path().join("index.sqlite")).unwrap();
+        index.ensure_model("test", 1).await.unwrap();
+        let text = "Track database contracts and PCs across instances";
+        let doc = Document {
+            id: "r:1".into(),
+            kind: "record".into(),
+            title: "Tracker".into(),
+            source: "test".into(),
+            version: Version::new(1, 0),
+            metadata: Default::default(),
+            chunks: vec![Chunk {
+                id: "r:1#0".into(),
+                ordinal: 0,
+                heading: None,
+                text: text.into(),
+                keywords_only: false,
+            }],
+        };
+        let up = Upsert { content_hash: doc.content_hash(), doc, vectors: vec![vec![1.0]], guard: Guard::Version };
+        index.apply(vec![Write::Upsert(up)]).await.unwrap();
+        assert_eq!(
+            respell(&index, "Our databse instnaces, permision aside").await.unwrap(),
+            "Our database instances, permision aside",
+            "what the index holds is respelt, case and punctuation kept; what it lacks is not"
+        );
+        assert_eq!(
+            respell(&index, "the contractor's truck reads PLCs").await.unwrap(),
+            "the contractor's truck reads PLCs",
+            "English words and names are not typos of the index's words"
+        );
     }
 
     #[test]

@@ -77,6 +77,13 @@ impl Services {
         self.names.len()
     }
 
+    /// Whether the documents use this word (or it is a stop word): a word of the language
+    /// the documents are written in, not a typo.
+    pub fn knows(&self, word: &str) -> bool {
+        let lower = word.to_lowercase();
+        STOP.contains(&lower.as_str()) || terms(&lower).iter().any(|t| self.postings.contains_key(t))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }

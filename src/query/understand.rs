@@ -222,19 +222,10 @@ impl Matcher {
 
     /// The nearest vocabulary word within the typo allowance, if the word is not one itself.
     fn correct(&self, word: &str) -> Option<String> {
-        let n = word.chars().count();
-        if n < 4 || self.vocabulary.contains(word) || COMMON.contains(&word) || word.chars().any(|c| c.is_ascii_digit())
-        {
+        if self.vocabulary.contains(word) || COMMON.contains(&word) {
             return None;
         }
-        let allowed = if n >= 8 { 2 } else { 1 };
-        self.vocabulary
-            .iter()
-            .filter(|v| v.chars().count().abs_diff(n) <= allowed)
-            .map(|v| (strsim::damerau_levenshtein(word, v), v))
-            .filter(|(d, _)| *d <= allowed)
-            .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-            .map(|(_, v)| v.clone())
+        crate::index::spelling::nearest(word, self.vocabulary.iter().map(|v| (v.as_str(), 0))).map(str::to_string)
     }
 
     /// Known entities named in `text`, longest names first, never overlapping: byte spans
