@@ -298,6 +298,30 @@ const ALIASES: &[(&str, &str)] = &[
     ("iam", "iam roles policies"),
     ("permissions", "iam roles policies"),
     ("service account", "serviceaccounts serviceaccount iam"),
+    // IT shorthand for the words catalogues spell out.
+    ("repo", "repository repositories"),
+    ("repos", "repository repositories"),
+    ("config", "configuration configurations"),
+    ("configs", "configuration configurations"),
+    ("cert", "certificate certificates"),
+    ("certs", "certificate certificates"),
+    ("creds", "credentials credential"),
+    ("perms", "permissions"),
+    ("mgr", "manager"),
+    ("env", "environment environments"),
+    ("envs", "environment environments"),
+    ("infra", "infrastructure"),
+    ("prod", "production"),
+    ("svc", "service services"),
+    ("msg", "message messages"),
+    ("msgs", "message messages"),
+    ("acct", "account accounts"),
+    ("accts", "account accounts"),
+    ("dir", "directory"),
+    ("params", "parameters parameter"),
+    ("notifs", "notifications notification"),
+    ("stats", "statistics"),
+    ("auth", "authentication authorization"),
     // Products whose catalogue name is another (renamed, or named by the API behind it).
     ("firestore", "datastore firestore"),
     ("memorystore", "redis memcache"),
@@ -588,6 +612,17 @@ mod tests {
         assert!(q.contains("virtualnetwork"), "{q:?}");
         assert!(!expand_query("copy images across regions from contosoacr").contains("registries"));
         assert!(expand_query("pull from our ACR").contains("registries"));
+    }
+
+    #[test]
+    fn shorthand_names_the_words_catalogues_spell_out() {
+        let q: HashSet<String> =
+            words(&expand_query("push to the prod config repo in source mgr")).into_iter().collect();
+        for w in ["production", "configuration", "repository", "manager"] {
+            assert!(q.contains(w), "{w}: {q:?}");
+        }
+        assert_eq!(title_words_named(&q, "Source Manager Repository Admin"), 0.75);
+        assert!(!expand_query("the director's approval").contains("directory"), "whole words only");
     }
 
     #[test]
