@@ -946,8 +946,11 @@ fn spellings_in(tx: &Transaction, caches: &mut Caches, words: &[String]) -> R<Ha
                 "SELECT COALESCE(d.title, '') FROM {docs} d WHERE d.deleted = 0
                  UNION ALL SELECT c.text FROM {chunks} c JOIN {docs} d ON d.id = c.doc_id WHERE d.deleted = 0"
             ))?;
-            let texts: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            let vocabulary = Vocabulary::from_texts(texts.iter().map(String::as_str));
+            let mut vocabulary = Vocabulary::default();
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                vocabulary.add(row.get_ref(0)?.as_str().map_err(|e| other(format!("stored text: {e}")))?);
+            }
             slot.insert(WordCache { generation: live.gen.0, revision: live.revision, vocabulary })
         }
     };

@@ -3,8 +3,8 @@
 //!
 //! Keyword search matches whole (stemmed) words, so one typo in the word that names the
 //! product loses the document that names it, and the embedder reads the typo as other word
-//! pieces. People type questions in a hurry: the labelled sets, written by hand, hold a typo
-//! in one question of twenty, and one typo per question costs about 6 points of recall@5.
+//! pieces. People type questions in a hurry: the hand-written labelled sets hold a few typos,
+//! and one typo in each question costs about 6 points of recall@5 (`evals/typos.py`).
 
 use std::collections::HashMap;
 
@@ -25,26 +25,21 @@ pub struct Vocabulary {
 impl Vocabulary {
     /// The lower-cased letter runs of each text, counted once per text.
     pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vocabulary {
-        let mut counts: HashMap<String, u32> = HashMap::new();
-        for text in texts {
-            let mut seen: Vec<&str> = Vec::new();
-            let lower = text.to_lowercase();
-            for w in letter_runs(&lower) {
-                if !seen.contains(&w) {
-                    seen.push(w);
-                    *counts.entry(w.to_string()).or_default() += 1;
-                }
+        let mut v = Vocabulary::default();
+        texts.into_iter().for_each(|t| v.add(t));
+        v
+    }
+
+    /// Counts the lower-cased letter runs of one more text, each once.
+    pub fn add(&mut self, text: &str) {
+        let lower = text.to_lowercase();
+        let mut seen: Vec<&str> = Vec::new();
+        for w in letter_runs(&lower) {
+            if !seen.contains(&w) {
+                seen.push(w);
+                *self.counts.entry(w.to_string()).or_default() += 1;
             }
         }
-        Vocabulary { counts }
-    }
-
-    pub fn len(&self) -> usize {
-        self.counts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
     }
 
     /// Whether the word, or its singular or plural, is held ("buckets" knows "bucket").
@@ -88,7 +83,7 @@ pub fn nearest<'a>(word: &str, held: impl IntoIterator<Item = (&'a str, u32)>) -
         .map(|(_, _, w)| w)
 }
 
-/// Runs of letters of at least [`MIN_LETTERS`] − 1 (a held "pod" is the plural "pods").
+/// Runs of letters of at least [`MIN_LETTERS`] − 1, so that a held "pod" knows "pods".
 fn letter_runs(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphabetic()).filter(|w| w.chars().count() >= MIN_LETTERS - 1)
 }

@@ -478,7 +478,7 @@ pub fn asks_for_everything(text: &str) -> bool {
 }
 
 /// The question with each word that is no word of English, of Google's API documents or of
-/// the index spelt as the nearest word the index holds ("databse" → "database",
+/// the index, spelt as the nearest word the index holds ("databse" → "database",
 /// "permision" → "permission"). A word the index lacks but the language has ("truck",
 /// "contractor") stays as written, and so does a name written with capitals ("PLCs").
 #[tracing::instrument(skip_all)]

@@ -77,15 +77,15 @@ impl Services {
         self.names.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     /// Whether the documents use this word (or it is a stop word): a word of the language
     /// the documents are written in, not a typo.
     pub fn knows(&self, word: &str) -> bool {
         let lower = word.to_lowercase();
         STOP.contains(&lower.as_str()) || terms(&lower).iter().any(|t| self.postings.contains_key(t))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 
     /// The `n` services whose documents a question's words weigh most in, best first; none
