@@ -83,6 +83,17 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
         assert_eq!(ids(q, "10"), twenty[..10], "{q}");
     }
 
+    // A role pasted by its id, whole or without "roles/", is the first hit whatever the words
+    // around it say; a filter that excludes it still does.
+    for (q, id) in [
+        ("roles/storage.objectViewer", "roles/storage.objectViewer"),
+        ("grant me storage.objectAdmin on the bucket, I only need to read and list", "roles/storage.objectAdmin"),
+        ("can I have roles/iam.serviceAccountUser.", "roles/iam.serviceAccountUser"),
+    ] {
+        assert_eq!(ids(q, "5")[0], id, "{q}");
+    }
+    assert!(a.search("roles/storage.objectViewer", &["--kind", "document"]).is_empty());
+
     // A misspelt question finds what the spelt one does.
     assert_eq!(
         ids("publsh mesages to a pubsub topic and read the subscritpions", "5"),
@@ -251,4 +262,10 @@ fn a_pasted_access_denied_message_finds_the_policy_that_grants_the_denied_action
     assert_eq!(ids[0], "AmazonSQSFullAccess", "{ids:?}");
     let read_only = ids.iter().position(|id| id == "AmazonSQSReadOnlyAccess");
     assert!(read_only.is_none_or(|p| p > 1), "{ids:?}");
+
+    // A policy named by its ARN leads, though the message beside it asks for another.
+    let named = format!("{message}. Can I have arn:aws:iam::aws:policy/Troubleshooting7?");
+    let hits = a.search(&named, &["--k", "3"]);
+    assert_eq!(hits[0]["id"], "Troubleshooting7", "{hits:?}");
+    assert_eq!(hits[1]["id"], "AmazonSQSFullAccess", "{hits:?}");
 }

@@ -483,9 +483,11 @@ pub fn asks_for_everything(text: &str) -> bool {
 /// "contractor") stays as written, and so does a name written with capitals ("PLCs").
 #[tracing::instrument(skip_all)]
 pub async fn respell(index: &dyn Index, text: &str) -> Result<String, IndexError> {
-    // Runs of letters, with their byte offsets.
+    // Runs of letters with their byte offsets, outside identifiers ("storage.objectAdmin").
     let words: Vec<(usize, &str)> = text
-        .split(|c: char| !c.is_alphabetic())
+        .split_whitespace()
+        .filter(|token| !identifier_like(token))
+        .flat_map(|token| token.split(|c: char| !c.is_alphabetic()))
         .filter(|w| !w.is_empty())
         .map(|w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
         .collect();
@@ -513,6 +515,46 @@ pub async fn respell(index: &dyn Index, text: &str) -> Result<String, IndexError
     }
     out.push_str(&text[at..]);
     Ok(out)
+}
+
+/// The ids a question may name a document by, best guess first: identifier-like words as
+/// pasted ("roles/storage.objectViewer", "AmazonS3ReadOnlyAccess"), the name at the end of
+/// an ARN or path ("arn:aws:iam::aws:policy/AWSLambdaBasicExecutionRole"), and a dotted GCP
+/// role name without its "roles/" prefix ("storage.objectAdmin"). Plain words are not ids:
+/// "viewer" asks for a kind of role, not `roles/viewer`.
+pub fn named_ids(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |id: &str| {
+        if id.len() >= 3 && !out.iter().any(|o| o == id) {
+            out.push(id.to_string());
+        }
+    };
+    for token in text.split_whitespace().filter(|t| identifier_like(t)) {
+        let t = token.trim_matches(|c: char| !c.is_alphanumeric());
+        push(t);
+        if let Some((_, last)) = t.rsplit_once(['/', ':']) {
+            push(last);
+        }
+        if t.contains('.') && !t.contains(['/', ':']) {
+            push(&format!("roles/{t}"));
+        }
+    }
+    out
+}
+
+/// A word written as an identifier: camel case ("SecurityAudit", "objectViewer") or joined
+/// by dots, slashes, colons or underscores inside it (a trailing full stop is punctuation).
+fn identifier_like(token: &str) -> bool {
+    let t = token.trim_matches(|c: char| !c.is_alphanumeric());
+    t.chars().zip(t.chars().skip(1)).any(|(a, b)| a.is_lowercase() && b.is_uppercase())
+        || t.contains(['.', '/', ':', '_'])
+}
+
+/// Whether a hit passes the search's filters (`Index::get` does not apply them).
+fn passes(hit: &Hit, filters: &Filters) -> bool {
+    let application = hit.metadata.get("application").and_then(|v| v.as_str());
+    (filters.kinds.is_empty() || filters.kinds.contains(&hit.kind))
+        && filters.application.as_deref().is_none_or(|a| application.is_some_and(|x| x.eq_ignore_ascii_case(a)))
 }
 
 #[tracing::instrument(skip(index, embedder, filters), fields(k))]
@@ -576,6 +618,24 @@ pub async fn search(
             + TITLE_BONUS * title_coverage(&question, &h.title);
     }
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    // A document the question names by its exact id is what it asks for, whatever the words
+    // around the id say: it leads, in the order named.
+    let ids = named_ids(text);
+    if !ids.is_empty() {
+        let missing: Vec<String> = ids.iter().filter(|i| !hits.iter().any(|h| h.id == **i)).cloned().collect();
+        let fetched = if missing.is_empty() { Vec::new() } else { index.get(&missing).await? };
+        let top = hits.first().map_or(0.0, |h| h.score);
+        let mut named: Vec<Hit> = Vec::new();
+        for id in &ids {
+            // The searches' own hit (its best chunk) when they found it, else the document.
+            let hit = match hits.iter().position(|h| h.id == *id) {
+                Some(i) => Some(hits.remove(i)),
+                None => fetched.iter().find(|h| h.id == *id).filter(|h| passes(h, filters)).cloned(),
+            };
+            named.extend(hit.map(|h| Hit { score: h.score.max(top), ..h }));
+        }
+        hits.splice(0..0, named);
+    }
     hits.truncate(k);
     Ok(hits)
 }
@@ -698,6 +758,20 @@ mod tests {
             "the contractor's truck reads PLCs",
             "English words and names are not typos of the index's words"
         );
+    }
+
+    #[test]
+    fn ids_are_read_from_identifiers_not_from_words() {
+        assert_eq!(
+            named_ids("attach arn:aws:iam::aws:policy/AWSLambdaBasicExecutionRole, or SecurityAudit?"),
+            ["arn:aws:iam::aws:policy/AWSLambdaBasicExecutionRole", "AWSLambdaBasicExecutionRole", "SecurityAudit"]
+        );
+        assert_eq!(
+            named_ids("need roles/storage.objectViewer."),
+            ["roles/storage.objectViewer", "storage.objectViewer"]
+        );
+        assert_eq!(named_ids("grant storage.objectAdmin"), ["storage.objectAdmin", "roles/storage.objectAdmin"]);
+        assert!(named_ids("a viewer role for our bucket. Then more").is_empty());
     }
 
     #[test]
