@@ -119,6 +119,11 @@ fn azure_roles_ingest_and_their_catch_all_roles_are_found() {
     let hits = a.search("read-only access to everything in the subscription", &["--k", "3"]);
     let reader = hits.iter().find(|h| h["id"] == READER);
     assert_eq!(reader.map(|h| h["metadata"]["askiam_broad"].clone()), Some(true.into()), "{hits:?}");
+
+    // A role pasted by its GUID, as the portal shows it, is the first hit.
+    let contributor = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+    let hits = a.search(&format!("who approves role {contributor} on the payments subscription?"), &["--k", "3"]);
+    assert_eq!(hits[0]["id"], contributor, "{hits:?}");
 }
 
 #[test]

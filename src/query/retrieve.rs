@@ -518,7 +518,7 @@ pub async fn respell(index: &dyn Index, text: &str) -> Result<String, IndexError
 }
 
 /// The ids a question may name a document by, best guess first: identifier-like words as
-/// pasted ("roles/storage.objectViewer", "AmazonS3ReadOnlyAccess"), the name at the end of
+/// pasted ("roles/storage.objectViewer", "AmazonS3ReadOnlyAccess", a GUID), the name at the end of
 /// an ARN or path ("arn:aws:iam::aws:policy/AWSLambdaBasicExecutionRole"), and a dotted GCP
 /// role name without its "roles/" prefix ("storage.objectAdmin"). Plain words are not ids:
 /// "viewer" asks for a kind of role, not `roles/viewer`.
@@ -542,12 +542,14 @@ pub fn named_ids(text: &str) -> Vec<String> {
     out
 }
 
-/// A word written as an identifier: camel case ("SecurityAudit", "objectViewer") or joined
-/// by dots, slashes, colons or underscores inside it (a trailing full stop is punctuation).
+/// A word written as an identifier: camel case ("SecurityAudit", "objectViewer"), joined by
+/// dots, slashes, colons or underscores inside it (a trailing full stop is punctuation), or
+/// hyphenated with digits (Azure's role GUIDs).
 fn identifier_like(token: &str) -> bool {
     let t = token.trim_matches(|c: char| !c.is_alphanumeric());
     t.chars().zip(t.chars().skip(1)).any(|(a, b)| a.is_lowercase() && b.is_uppercase())
         || t.contains(['.', '/', ':', '_'])
+        || (t.contains('-') && t.chars().any(|c| c.is_ascii_digit()))
 }
 
 /// Whether a hit passes the search's filters (`Index::get` does not apply them).
@@ -771,7 +773,8 @@ mod tests {
             ["roles/storage.objectViewer", "storage.objectViewer"]
         );
         assert_eq!(named_ids("grant storage.objectAdmin"), ["storage.objectAdmin", "roles/storage.objectAdmin"]);
-        assert!(named_ids("a viewer role for our bucket. Then more").is_empty());
+        assert_eq!(named_ids("assign acdd72a7-3385-48ef-bd42-f606fba81ae7"), ["acdd72a7-3385-48ef-bd42-f606fba81ae7"]);
+        assert!(named_ids("a viewer role for our bucket. Then more, read-only").is_empty());
     }
 
     #[test]
