@@ -94,6 +94,16 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     }
     assert!(a.search("roles/storage.objectViewer", &["--kind", "document"]).is_empty());
 
+    // A question that only reads ranks the roles that only read above those that create or
+    // administer (least privilege): with this suite's hashing embedder Storage Object Creator
+    // ranked third, above Storage Bucket Viewer and Storage Object Viewer.
+    let top = ids("I need to read files in a storage bucket", "6");
+    let at = |id: &str| top.iter().position(|t| t == id).unwrap_or(usize::MAX);
+    for reader in ["roles/storage.legacyBucketReader", "roles/storage.bucketViewer", "roles/storage.objectViewer"] {
+        assert!(at(reader) < at("roles/storage.objectCreator"), "{reader}: {top:?}");
+        assert!(at(reader) < at("roles/storage.admin"), "{reader}: {top:?}");
+    }
+
     // A misspelt question finds what the spelt one does.
     assert_eq!(
         ids("publsh mesages to a pubsub topic and read the subscritpions", "5"),
