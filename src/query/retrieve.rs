@@ -446,12 +446,12 @@ async fn add_broad(index: &dyn Index, req: &SearchRequest, hits: &mut Vec<Hit>) 
     Ok(())
 }
 
-/// The score factor of a role that changes things (an admin, editor, owner, writer or creator
-/// role; a full-access policy) when the question only asks to read: least privilege is what
-/// an access request should get. "I need to read files in a storage bucket" ranked Storage
-/// Admin first, its short title naming the product; now Storage Object Viewer is. Chosen on
-/// the tuning sets: 0.9 moved no question out of the top 5 and raised MRR on GCP dev3 and the
-/// catch-all questions; 0.8 and 0.7 lost a GCP dev3 question.
+/// The score factor of a role that changes things (an admin, editor, owner, writer, creator or
+/// developer role; a full-access policy) when the question only asks to read: least privilege
+/// is what an access request should get. "I need to read files in a storage bucket" ranked
+/// Storage Admin first, its short title naming the product; now Storage Object Viewer is.
+/// Chosen on the tuning sets: 0.9 moved no question out of the top 5 and raised MRR on GCP
+/// dev3 and the catch-all questions; 0.8 and 0.7 lost a GCP dev3 question.
 const CHANGES_WHEN_READING: f32 = 0.9;
 
 /// Whether a question asks only to read: "read only" said outright, or a reading verb and no
