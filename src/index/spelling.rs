@@ -23,16 +23,9 @@ pub struct Vocabulary {
 }
 
 impl Vocabulary {
-    /// The lower-cased letter runs of each text, counted once per text.
-    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vocabulary {
-        let mut v = Vocabulary::default();
-        texts.into_iter().for_each(|t| v.add(t));
-        v
-    }
-
     /// Counts the lower-cased letter runs of one more text, each once. A GCP role's permission
-    /// chunk holds thousands of distinct words, so "seen" is a set (a list scan made building
-    /// the GCP corpus's vocabulary cost a third of a second), and a held word is not copied.
+    /// chunk holds thousands of distinct words, so "seen" is a set: with a list scan, a question
+    /// with a typo cost 0.25–0.4 s more than one without on the GCP corpus, now about 0.1 s.
     pub fn add(&mut self, text: &str) {
         let lower = text.to_lowercase();
         let mut seen = HashSet::new();
@@ -99,13 +92,17 @@ mod tests {
     use super::*;
 
     fn vocabulary() -> Vocabulary {
-        Vocabulary::from_texts([
+        let mut v = Vocabulary::default();
+        [
             "Cloud SQL Admin: full control of Cloud SQL database instances",
             "Database Viewer: read database metadata",
             "Storage Object Viewer: read objects in buckets",
             "Container Registry: push container images; manage permissions and credentials",
             "Data Catalog policy tags; database",
-        ])
+        ]
+        .into_iter()
+        .for_each(|t| v.add(t));
+        v
     }
 
     #[test]

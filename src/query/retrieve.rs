@@ -458,12 +458,17 @@ const CHANGES_WHEN_READING: f32 = 0.9;
 /// verb that changes anything ("I need to read files in a bucket", "look at logs in logs
 /// explorer"; not "read and write objects", "look at and restart the VMs").
 pub fn asks_only_to_read(text: &str) -> bool {
-    let lower = text.to_lowercase();
-    let w: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
-    let said =
-        w.windows(2).any(|p| matches!(p[0], "read" | "view" | "look") && p[1] == "only") || w.contains(&"readonly");
-    let any_of = |verbs: &str| w.iter().any(|x| verbs.split_whitespace().any(|v| v == *x));
+    let w = plain_words(text);
+    let said = w.windows(2).any(|p| matches!(p[0].as_str(), "read" | "view" | "look") && p[1] == "only")
+        || w.iter().any(|x| x == "readonly");
+    let any_of = |verbs: &str| w.iter().any(|x| verbs.split_whitespace().any(|v| v == x));
     said || (any_of(READING) && !any_of(CHANGING))
+}
+
+/// A question's words as written, lower-cased, stop words and plurals kept (unlike [`words`]):
+/// cues read exact words ("all resources", "read only").
+fn plain_words(text: &str) -> Vec<String> {
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_string).collect()
 }
 
 /// Verbs of a question that asks to read.
@@ -490,12 +495,7 @@ fn grants_change(title: &str) -> bool {
 /// Whether a question asks for access across the board ("everything in the project", "any
 /// resource", "all services", "the whole account") rather than to one product.
 pub fn asks_for_everything(text: &str) -> bool {
-    let w: Vec<String> = text
-        .to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect();
+    let w = plain_words(text);
     let scope = |x: &str| matches!(x, "resource" | "resources" | "service" | "services");
     let whole = |x: &str| {
         matches!(
