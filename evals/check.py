@@ -12,7 +12,8 @@ Checks, per set:
   * split follows the fixed rule (line 1 dev, line 2 test, line 3 dev, ...),
     which gives exactly half dev, half test;
   * the sets written later by another hand (hold-out: 40, dev2: 60, hold-out 2: 50,
-    hold-out 3: 50; the catch-all tuning sets: 8; hold-out 4: 50; dev3: 80; hold-out 5: 50)
+    hold-out 3: 50; the catch-all tuning sets: 8; hold-out 4: 50; dev3: 80; hold-out 5: 50;
+    plain: 57 GCP, 59 AWS)
     have their size, one split name on every line, and no question of a set checked
     before them.
 It also warns (without failing) when an expected id is a non-GA GCP role or a
@@ -33,12 +34,14 @@ SETS = [
      [("gcp_roles_holdout.jsonl", "holdout", 40), ("gcp_roles_dev2.jsonl", "dev2", 60),
       ("gcp_roles_holdout2.jsonl", "holdout2", 50), ("gcp_roles_holdout3.jsonl", "holdout3", 50),
       ("gcp_roles_catchall.jsonl", "catchall", 8), ("gcp_roles_holdout4.jsonl", "holdout4", 50),
-      ("gcp_roles_dev3.jsonl", "dev3", 80), ("gcp_roles_holdout5.jsonl", "holdout5", 50)]),
+      ("gcp_roles_dev3.jsonl", "dev3", 80), ("gcp_roles_holdout5.jsonl", "holdout5", 50),
+      ("gcp_roles_plain.jsonl", "plain", 57)]),
     ("aws_policies.jsonl", "aws_managed_policies.jsonl", "name", 80,
      [("aws_policies_holdout.jsonl", "holdout", 40), ("aws_policies_dev2.jsonl", "dev2", 60),
       ("aws_policies_holdout2.jsonl", "holdout2", 50), ("aws_policies_holdout3.jsonl", "holdout3", 50),
       ("aws_policies_catchall.jsonl", "catchall", 8), ("aws_policies_holdout4.jsonl", "holdout4", 50),
-      ("aws_policies_dev3.jsonl", "dev3", 80), ("aws_policies_holdout5.jsonl", "holdout5", 50)]),
+      ("aws_policies_dev3.jsonl", "dev3", 80), ("aws_policies_holdout5.jsonl", "holdout5", 50),
+      ("aws_policies_plain.jsonl", "plain", 59)]),
     # Written by a second author who saw no ranking code and ran no search; split by position.
     ("azure_roles.jsonl", "azure_builtin_roles.jsonl", "id", 60, []),
 ]
