@@ -801,31 +801,32 @@ mod tests {
         }
     }
 
+    /// A record of one chunk whose vector is `vector`, as a write.
+    fn record(n: usize, title: &str, text: &str, vector: Vec<f32>) -> crate::index::Write {
+        use crate::index::{Guard, Upsert, Write};
+        use crate::model::{Chunk, Document, Version};
+        let id = format!("r:{n}");
+        let chunk = Chunk { id: format!("{id}#0"), ordinal: 0, heading: None, text: text.into(), keywords_only: false };
+        let doc = Document {
+            id,
+            kind: "record".into(),
+            title: title.into(),
+            source: "test".into(),
+            version: Version::new(1, 0),
+            metadata: Default::default(),
+            chunks: vec![chunk],
+        };
+        Write::Upsert(Upsert { content_hash: doc.content_hash(), doc, vectors: vec![vector], guard: Guard::Version })
+    }
+
     #[tokio::test]
     async fn typos_are_respelt_as_the_index_spells_them_and_words_are_left_alone() {
-        use crate::index::{embedded::EmbeddedIndex, Guard, Upsert, Write};
-        use crate::model::{Chunk, Document, Version};
+        use crate::index::embedded::EmbeddedIndex;
         let dir = tempfile::tempdir().unwrap();
         let index = EmbeddedIndex::open(&dir.path().join("index.sqlite")).unwrap();
         index.ensure_model("test", 1).await.unwrap();
         let text = "Track database contracts and PCs across instances";
-        let doc = Document {
-            id: "r:1".into(),
-            kind: "record".into(),
-            title: "Tracker".into(),
-            source: "test".into(),
-            version: Version::new(1, 0),
-            metadata: Default::default(),
-            chunks: vec![Chunk {
-                id: "r:1#0".into(),
-                ordinal: 0,
-                heading: None,
-                text: text.into(),
-                keywords_only: false,
-            }],
-        };
-        let up = Upsert { content_hash: doc.content_hash(), doc, vectors: vec![vec![1.0]], guard: Guard::Version };
-        index.apply(vec![Write::Upsert(up)]).await.unwrap();
+        index.apply(vec![record(1, "Tracker", text, vec![1.0])]).await.unwrap();
         assert_eq!(
             respell(&index, "Our databse instnaces, permision aside").await.unwrap(),
             "Our database instances, permision aside",
@@ -841,8 +842,7 @@ mod tests {
     #[tokio::test]
     async fn what_keywords_rank_first_is_a_candidate_whatever_the_vectors_say() {
         use crate::embed::hash::HashEmbedder;
-        use crate::index::{embedded::EmbeddedIndex, Guard, Upsert, Write};
-        use crate::model::{Chunk, Document, Version};
+        use crate::index::embedded::EmbeddedIndex;
         let dir = tempfile::tempdir().unwrap();
         // Fused as configured by default: the vector list weighs three times the keywords.
         let weights = crate::config::Config::default().search;
@@ -856,32 +856,9 @@ mod tests {
         let far: Vec<f32> = near.iter().map(|x| -x).collect();
         // More documents nearer the question's vector than the vector search looks at, none
         // sharing a word with it; the one that does is the farthest.
-        let mut writes = Vec::new();
-        for (i, title, vector) in
-            (0..300).map(|i| (i, format!("Filler {i}"), near.clone())).chain([(300, "Zebra Groomer".to_string(), far)])
-        {
-            let doc = Document {
-                id: format!("r:{i}"),
-                kind: "record".into(),
-                title: title.clone(),
-                source: "test".into(),
-                version: Version::new(1, 0),
-                metadata: Default::default(),
-                chunks: vec![Chunk {
-                    id: format!("r:{i}#0"),
-                    ordinal: 0,
-                    heading: None,
-                    text: title,
-                    keywords_only: false,
-                }],
-            };
-            writes.push(Write::Upsert(Upsert {
-                content_hash: doc.content_hash(),
-                doc,
-                vectors: vec![vector],
-                guard: Guard::Version,
-            }));
-        }
+        let mut writes: Vec<_> =
+            (0..300).map(|i| record(i, &format!("Filler {i}"), &format!("Filler {i}"), near.clone())).collect();
+        writes.push(record(300, "Zebra Groomer", "Zebra Groomer", far));
         index.apply(writes).await.unwrap();
         let hits = search(&index, &embedder, question, 5, &Filters::default()).await.unwrap();
         assert_eq!(hits.first().map(|h| h.id.as_str()), Some("r:300"), "{hits:?}");
