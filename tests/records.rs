@@ -104,6 +104,16 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
         assert!(at(reader) < at("roles/storage.admin"), "{reader}: {top:?}");
     }
 
+    // What a question asks to do names a role's level though no title word is in it:
+    // "browse" names Browser, "move" Project Mover (without that, Browser was not in the
+    // first ten and Folder Mover ranked first).
+    for (q, id) in [
+        ("browse the org tree, folders and project names", "roles/browser"),
+        ("move the analytics project into the Production folder", "roles/resourcemanager.projectMover"),
+    ] {
+        assert_eq!(ids(q, "5")[0], id, "{q}");
+    }
+
     // A misspelt question finds what the spelt one does.
     assert_eq!(
         ids("publsh mesages to a pubsub topic and read the subscritpions", "5"),
