@@ -379,12 +379,10 @@ const ALIASES: &[(&str, &str)] = &[
 pub fn expand_query(text: &str) -> String {
     let lower = text.to_lowercase().replace(|c: char| !c.is_alphanumeric() && c != '-', " ");
     let w: Vec<&str> = lower.split_whitespace().collect();
-    let negated =
-        |i: usize| w[i.saturating_sub(NEGATION_REACH)..i].iter().any(|p| NEGATIONS.split(' ').any(|n| n == *p));
     let mut extra: Vec<&str> = Vec::new();
     for (alias, expansion) in ALIASES {
         let a: Vec<&str> = alias.split(' ').collect();
-        let said = w.windows(a.len()).enumerate().any(|(i, win)| win == a.as_slice() && !negated(i));
+        let said = w.windows(a.len()).enumerate().any(|(i, win)| win == a.as_slice() && !negated(&w, i));
         if said && !extra.contains(expansion) {
             extra.push(expansion);
         }
@@ -529,8 +527,8 @@ pub fn asks_to_change(text: &str) -> bool {
     changes && !said
 }
 
-/// Whether a question says "read only", uses a reading verb, uses a changing verb that no
-/// negation rules out.
+/// Whether a question says "read only"; whether it uses a reading verb; whether it uses a
+/// changing verb that no negation rules out.
 fn reading_and_changing(text: &str) -> (bool, bool, bool) {
     let w = plain_words(text);
     let said = w.windows(2).any(|p| matches!(p[0].as_str(), "read" | "view" | "look") && p[1] == "only")
@@ -538,11 +536,13 @@ fn reading_and_changing(text: &str) -> (bool, bool, bool) {
     let is = |verbs: &str, x: &str| verbs.split_whitespace().any(|v| v == x);
     let reads = w.iter().any(|x| is(READING, x));
     // "without being able to change anything", "no edits or deletes": a change ruled out.
-    let changes = w
-        .iter()
-        .enumerate()
-        .any(|(i, x)| is(CHANGING, x) && !w[i.saturating_sub(NEGATION_REACH)..i].iter().any(|p| is(NEGATIONS, p)));
+    let changes = w.iter().enumerate().any(|(i, x)| is(CHANGING, x) && !negated(&w, i));
     (said, reads, changes)
+}
+
+/// Whether a negation comes within [`NEGATION_REACH`] words before the `i`th.
+fn negated(words: &[impl AsRef<str>], i: usize) -> bool {
+    words[i.saturating_sub(NEGATION_REACH)..i].iter().any(|p| NEGATIONS.split(' ').any(|n| n == p.as_ref()))
 }
 
 /// Words that rule out a change said within this many words after them.
@@ -569,14 +569,14 @@ const CHANGING: &str = "write writes writing create creating delete deleting rem
     migrate execute submit train turn switch reset fix make put drop insert assign share terminate reboot purge \
     cancel apply patch schedule subscribe encrypt decrypt sign full";
 
-/// Whether a title names a level that changes things. "Manager" is left out: it is as often
-/// part of a product's name ("Certificate Manager Viewer") as a level.
 /// Whether a title names a level that only reads.
 fn grants_only_reading(title: &str) -> bool {
     let t = records::humanize_identifier(title).unwrap_or_else(|| title.to_string()).to_lowercase();
     t.split_whitespace().any(|x| matches!(x, "viewer" | "reader" | "readonly")) || t.contains("read only")
 }
 
+/// Whether a title names a level that changes things. "Manager" is left out: it is as often
+/// part of a product's name ("Certificate Manager Viewer") as a level.
 fn grants_change(title: &str) -> bool {
     let t = records::humanize_identifier(title).unwrap_or_else(|| title.to_string()).to_lowercase();
     t.split_whitespace()
