@@ -298,7 +298,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("modify", "editor contributor writer"),
     ("update", "editor contributor writer"),
     ("write", "writer editor contributor"),
-    ("push", "writer poweruser push"),
+    ("push", "writer poweruser"),
     ("approve", "approver"),
     ("invoke", "invoker executor"),
     ("trigger", "invoker executor"),
@@ -569,16 +569,22 @@ const CHANGING: &str = "write writes writing create creating delete deleting rem
     migrate execute submit train turn switch reset fix make put drop insert assign share terminate reboot purge \
     cancel apply patch schedule subscribe encrypt decrypt sign full";
 
+/// A title in lower-case words, identifier titles split into words: the form level names
+/// are read from.
+fn lower_words(title: &str) -> String {
+    records::humanize_identifier(title).unwrap_or_else(|| title.to_string()).to_lowercase()
+}
+
 /// Whether a title names a level that only reads.
 fn grants_only_reading(title: &str) -> bool {
-    let t = records::humanize_identifier(title).unwrap_or_else(|| title.to_string()).to_lowercase();
+    let t = lower_words(title);
     t.split_whitespace().any(|x| matches!(x, "viewer" | "reader" | "readonly")) || t.contains("read only")
 }
 
 /// Whether a title names a level that changes things. "Manager" is left out: it is as often
 /// part of a product's name ("Certificate Manager Viewer") as a level.
 fn grants_change(title: &str) -> bool {
-    let t = records::humanize_identifier(title).unwrap_or_else(|| title.to_string()).to_lowercase();
+    let t = lower_words(title);
     t.split_whitespace()
         .any(|x| matches!(x, "admin" | "administrator" | "owner" | "editor" | "writer" | "creator" | "developer"))
         || t.contains("full access")
