@@ -310,7 +310,7 @@ fn initialise(conn: &mut Connection) -> R<()> {
 }
 
 fn create_tables(conn: &Connection, g: Gen) -> R<()> {
-    let (docs, chunks, fts) = (g.docs(), g.chunks(), g.fts());
+    let (docs, chunks, fts, family) = (g.docs(), g.chunks(), g.fts(), family_expr());
     // `rid` is declared so that VACUUM cannot renumber the rows the FTS index points at.
     // The FTS table is contentless: text lives once, in the chunks table.
     conn.execute_batch(&format!(
@@ -336,6 +336,7 @@ fn create_tables(conn: &Connection, g: Gen) -> R<()> {
              vector BLOB NOT NULL
          );
          CREATE INDEX {chunks}_doc ON {chunks} (doc_id, ordinal);
+         CREATE INDEX {docs}_family ON {docs} ({family});
          CREATE VIRTUAL TABLE {fts} USING fts5(
              title, heading, text,
              content = '', contentless_delete = 1,
@@ -470,6 +471,11 @@ impl Index for EmbeddedIndex {
             })
         })
         .await
+    }
+
+    async fn family(&self, family: &str, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        let family = family.to_string();
+        self.run(move |s| read(s, |tx, _| family_in(tx, &family, limit))).await
     }
 
     async fn spellings(&self, words: &[String]) -> Result<HashMap<String, String>, IndexError> {
@@ -1165,6 +1171,32 @@ impl VectorCache {
     }
 }
 
+/// The expression the docs table's family index is built on; a query must repeat it exactly
+/// for SQLite to use the index.
+fn family_expr() -> String {
+    format!("json_extract(metadata, '$.{}')", crate::ingest::format::records::FAMILY_KEY)
+}
+
+fn family_in(tx: &Transaction, family: &str, limit: usize) -> R<Vec<Hit>> {
+    let g = live(tx)?.gen;
+    let sql = format!(
+        "SELECT (SELECT c.rid FROM {chunks} c WHERE c.doc_id = d.id ORDER BY c.ordinal LIMIT 1)
+         FROM {docs} d WHERE {expr} = ?1 AND d.deleted = 0 ORDER BY d.id LIMIT ?2",
+        chunks = g.chunks(),
+        docs = g.docs(),
+        expr = family_expr()
+    );
+    let rids: Vec<Option<i64>> = tx
+        .prepare_cached(&sql)?
+        .query_map(rusqlite::params![family, limit as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(rids.len());
+    for rid in rids.into_iter().flatten() {
+        out.extend(load_hit(tx, g, rid, 0.0)?);
+    }
+    Ok(out)
+}
+
 fn load_hit(tx: &Transaction, g: Gen, rid: i64, score: f64) -> R<Option<Hit>> {
     let sql = format!(
         "SELECT d.id, d.kind, d.title, d.source, d.version, d.indexed_at, d.metadata, c.chunk_id, c.heading, c.text
@@ -1311,6 +1343,23 @@ mod tests {
         assert_eq!(idx.spellings(&words(&["kubernets"])).await.unwrap()["kubernets"], "kubernetes");
         idx.apply(vec![del("r:2", 20)]).await.unwrap();
         assert!(idx.spellings(&words(&["kubernets"])).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_family_is_its_live_members_first_chunks_in_id_order() {
+        let (_d, idx) = fresh().await;
+        let member = |id: &str, family: &str| {
+            let mut d = doc(id, "role", 1, id, &["first", "second"]);
+            d.metadata.insert(crate::ingest::format::records::FAMILY_KEY.into(), family.into());
+            up(d, 0)
+        };
+        idx.apply(vec![member("c", "zoo"), member("a", "zoo"), member("b", "zoo"), member("x", "farm")]).await.unwrap();
+        idx.apply(vec![del("b", 2)]).await.unwrap();
+        let zoo = idx.family("zoo", 10).await.unwrap();
+        assert_eq!(ids(&zoo), ["a", "c"], "the deleted member is gone");
+        assert!(zoo.iter().all(|h| h.text == "first" && h.score == 0.0));
+        assert_eq!(ids(&idx.family("zoo", 1).await.unwrap()), ["a"]);
+        assert!(idx.family("none", 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

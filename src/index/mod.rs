@@ -183,6 +183,16 @@ pub trait Index: Send + Sync {
     /// omitted. Chat cites the documents of the entities a question names this way.
     async fn get(&self, ids: &[String]) -> Result<Vec<Hit>, IndexError>;
 
+    /// Up to `limit` documents (their first chunk, score 0) of the live generation whose
+    /// ingest-recorded family ([`crate::ingest::format::records::FAMILY_KEY`]) is `family`,
+    /// in id order. Retrieval asks for the other levels of the products its best candidates
+    /// belong to. The default knows no families; OpenSearch answers it with a term query
+    /// on the metadata field.
+    async fn family(&self, family: &str, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        let _ = (family, limit);
+        Ok(Vec::new())
+    }
+
     /// For each of `words` the index does not hold, the nearest word it does
     /// ([`spelling::Vocabulary::nearest`]); held words and those nothing is near are left out.
     /// Retrieval respells a question with it before searching. The default respells nothing;

@@ -223,6 +223,29 @@ pub fn policy_actions(metadata: &serde_json::Map<String, serde_json::Value>) -> 
     any.then_some(out)
 }
 
+/// How many actions a record's policy documents allow, per service prefix (`s3`, `ec2`):
+/// wildcards expanded against the action catalogue, so `organizations:List*` outweighs five
+/// named `account:` actions; a pattern whose service the catalogue lacks counts once. Empty
+/// without a policy document.
+pub fn actions_by_service(metadata: &serde_json::Map<String, serde_json::Value>) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let Some(patterns) = policy_actions(metadata) else { return counts };
+    let c = catalogue();
+    let granted = c.granted(&patterns);
+    for (i, action) in c.actions.iter().enumerate() {
+        if granted.contains(i as u32) {
+            *counts.entry(action.split(':').next().unwrap_or_default().to_string()).or_default() += 1;
+        }
+    }
+    for p in &patterns {
+        let prefix = p.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        if !prefix.contains(['*', '?']) && !c.by_prefix.contains_key(&prefix) {
+            *counts.entry(prefix).or_default() += 1;
+        }
+    }
+    counts
+}
+
 /// Whether a record's policy documents allow everything but a few actions (`NotAction`).
 pub fn allows_everything_but(metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
     let mut found = false;

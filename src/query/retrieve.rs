@@ -448,6 +448,34 @@ async fn add_keyword_leaders(index: &dyn Index, req: &SearchRequest, hits: &mut 
     Ok(())
 }
 
+/// How many of the fused list's leaders bring their product's other roles, and the largest
+/// product that does: a family of hundreds (EC2, Compute Engine) says nothing about the
+/// level asked for.
+const FAMILY_LEADERS: usize = 3;
+const FAMILY_SIZE: usize = 30;
+
+/// The searches find a product and often the wrong level of it: "list all the accounts in
+/// our AWS organization" finds `AWSOrganizationsFullAccess` and not the read-only policy,
+/// whose boilerplate shares no word with the question. The other roles of the leaders'
+/// products join the candidates, at the [`JOIN_AT`]th candidate's score, and the rerank's
+/// level signals choose among them.
+#[tracing::instrument(skip_all)]
+async fn add_families(index: &dyn Index, filters: &Filters, hits: &mut Vec<Hit>) -> Result<(), IndexError> {
+    let mut families: Vec<String> = Vec::new();
+    for h in hits.iter().take(FAMILY_LEADERS) {
+        if let Some(f) = records::family_of(&h.metadata).filter(|f| !families.iter().any(|x| x == f)) {
+            families.push(f.to_string());
+        }
+    }
+    for f in families {
+        let members = index.family(&f, FAMILY_SIZE + 1).await?;
+        if members.len() <= FAMILY_SIZE {
+            join(hits, members.into_iter().filter(|h| passes(h, filters)));
+        }
+    }
+    Ok(())
+}
+
 /// The same search as `req` by keywords alone, for other words.
 fn keywords_only(req: &SearchRequest, text: String, k: usize) -> SearchRequest {
     SearchRequest { text, vector: None, model: None, k, kinds: req.kinds.clone(), application: req.application.clone() }
@@ -720,6 +748,7 @@ pub async fn search(
         application: filters.application.clone(),
     };
     let mut hits = index.search(&req).await?;
+    add_families(index, filters, &mut hits).await?;
     add_keyword_leaders(index, &req, &mut hits).await?;
     let question = words(text);
     let expanded = title_vocabulary(&req.text);
@@ -935,6 +964,48 @@ mod tests {
         index.apply(writes).await.unwrap();
         let hits = search(&index, &embedder, question, 5, &Filters::default()).await.unwrap();
         assert_eq!(hits.first().map(|h| h.id.as_str()), Some("r:300"), "{hits:?}");
+    }
+
+    /// `record`, in a product family as ingest records it.
+    fn in_family(family: &str, mut write: crate::index::Write) -> crate::index::Write {
+        if let crate::index::Write::Upsert(u) = &mut write {
+            u.doc.metadata.insert(records::FAMILY_KEY.into(), family.into());
+            u.content_hash = u.doc.content_hash();
+        }
+        write
+    }
+
+    #[tokio::test]
+    async fn a_leading_candidates_product_brings_its_other_roles_unless_it_has_dozens() {
+        use crate::embed::hash::HashEmbedder;
+        use crate::index::embedded::EmbeddedIndex;
+        let dir = tempfile::tempdir().unwrap();
+        let index = EmbeddedIndex::open(&dir.path().join("index.sqlite")).unwrap();
+        let embedder = HashEmbedder::new(16);
+        index.ensure_model(embedder.model_id(), 16).await.unwrap();
+        let question = "who can groom the zebras or milk the cows";
+        let near = embedder.embed(&[question.to_string()], InputKind::Query).await.unwrap().pop().unwrap();
+        let far: Vec<f32> = near.iter().map(|x| -x).collect();
+        let nearly: Vec<f32> = near.iter().map(|x| 0.9 * x).collect();
+        // More fillers near the question than the searches look at, sharing no word with it.
+        let mut writes: Vec<_> =
+            (0..300).map(|i| record(i, &format!("Filler {i}"), &format!("Filler {i}"), nearly.clone())).collect();
+        // Two leaders the question names, first in both searches; each product's other roles
+        // share no word with it and are the farthest from it.
+        writes.push(in_family("zoo", record(300, "Zebra Groomer", "Zebra Groomer", near.clone())));
+        writes.push(in_family("zoo", record(301, "Keeper Of Lions", "Keeper Of Lions", far.clone())));
+        writes.push(in_family("farm", record(400, "Cow Milker", "Cow Milker", near.clone())));
+        for i in 401..=401 + FAMILY_SIZE {
+            writes.push(in_family("farm", record(i, &format!("Tractor {i}"), &format!("Tractor {i}"), far.clone())));
+        }
+        index.apply(writes).await.unwrap();
+        let hits = search(&index, &embedder, question, 60, &Filters::default()).await.unwrap();
+        let found = |id: &str| hits.iter().any(|h| h.id == id);
+        assert!(found("r:300") && found("r:400"), "{hits:?}");
+        assert!(found("r:301"), "the Zebra Groomer's product brings its Keeper Of Lions");
+        assert!(!found("r:401"), "a product of more than FAMILY_SIZE roles brings none");
+        assert_eq!(index.family("farm", 100).await.unwrap().len(), FAMILY_SIZE + 2);
+        assert_eq!(index.family("zoo", 10).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

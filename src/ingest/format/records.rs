@@ -103,6 +103,7 @@ impl Settings<'_> {
         // ("everything in the project", "all resources"); say so, for keyword search.
         let listed = listed_services(&rest);
         let reach = broad_reach(&rest, &listed, &obj);
+        let family = if reach.is_some() { None } else { family(&listed, &obj) };
         let services = if reach.is_some() { Vec::new() } else { main_services(listed) };
         if let Some(reach) = reach {
             texts.push((broad_words(reach), true));
@@ -125,6 +126,9 @@ impl Settings<'_> {
         }
         if !services.is_empty() {
             metadata.entry(SERVICES_KEY).or_insert(services.into());
+        }
+        if let Some(family) = family {
+            metadata.entry(FAMILY_KEY).or_insert(family.into());
         }
         Ok(Document {
             id,
@@ -291,6 +295,31 @@ fn main_services(counts: HashMap<String, usize>) -> Vec<String> {
     main.into_iter().take(MAIN_SERVICES).map(|(s, _)| s).collect()
 }
 
+/// The metadata key of the one service a record grants most of its permissions in: its
+/// product family (`storage` for Storage Object Viewer, `organizations` for
+/// `AWSOrganizationsReadOnlyAccess`). Retrieval lets a likely product's other levels join the
+/// candidates by it ([`crate::index::Index::family`]).
+pub const FAMILY_KEY: &str = "askiam_family";
+
+/// The service most of a record's permissions belong to, counting its identifier lists and
+/// the actions its IAM policy documents allow; ties go to the name first in order.
+fn family(listed: &HashMap<String, usize>, record: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let mut counts = crate::query::grants::actions_by_service(record);
+    for (service, n) in listed {
+        *counts.entry(service.clone()).or_default() += n;
+    }
+    counts
+        .into_iter()
+        .filter(|(s, _)| s != "*")
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(s, _)| s)
+}
+
+/// The family ingest recorded for a record ([`FAMILY_KEY`]).
+pub fn family_of(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    metadata.get(FAMILY_KEY).and_then(|v| v.as_str())
+}
+
 /// The services ingest recorded for a record ([`SERVICES_KEY`]).
 pub fn services_of(metadata: &serde_json::Map<String, serde_json::Value>) -> impl Iterator<Item = &str> {
     metadata.get(SERVICES_KEY).and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
@@ -442,6 +471,56 @@ mod tests {
         let perms = list(&["storage.objects.get", "storage.objects.list", "Microsoft.Storage/storageAccounts/read"]);
         assert_eq!(main_services(listed_services(&[(&name, &perms)])), ["storage", "microsoft.storage"]);
         assert!(main_services(listed_services(&[(&name, &serde_json::json!("not a list"))])).is_empty());
+    }
+
+    #[test]
+    fn a_record_belongs_to_the_family_of_the_service_it_grants_most_in() {
+        let read = |spec: &RecordSpec, lines: &[serde_json::Value]| -> Vec<Document> {
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            RecordReader::new(text.as_bytes(), spec, "x.jsonl", Version::new(1, 0), 256, 16, &estimate_tokens)
+                .map(|r| r.unwrap().unwrap())
+                .collect()
+        };
+        let gcp = RecordSpec {
+            id_field: "id".into(),
+            title_field: Some("title".into()),
+            text_fields: vec!["description".into(), "permissions".into()],
+        };
+        let docs = read(
+            &gcp,
+            &[serde_json::json!({"id": "roles/storage.objectViewer", "description": "Read objects.",
+                "permissions": ["resourcemanager.projects.get", "storage.objects.get", "storage.objects.list"]})],
+        );
+        assert_eq!(family_of(&docs[0].metadata), Some("storage"));
+        // AWS: actions a wildcard allows count one by one, so two `organizations:` patterns
+        // outweigh five named `account:` actions; a broad policy belongs to no family.
+        let aws = RecordSpec { id_field: "name".into(), title_field: None, text_fields: vec!["description".into()] };
+        let policy = |name: &str, actions: serde_json::Value| {
+            serde_json::json!({"name": name, "description": "A policy.",
+                "document": {"Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}})
+        };
+        let docs = read(
+            &aws,
+            &[
+                policy(
+                    "AWSOrganizationsReadOnlyAccess",
+                    serde_json::json!([
+                        "organizations:Describe*",
+                        "organizations:List*",
+                        "account:GetAlternateContact",
+                        "account:GetContactInformation",
+                        "account:ListRegions",
+                        "account:GetRegionOptStatus",
+                        "account:GetPrimaryEmail"
+                    ]),
+                ),
+                policy("Unknown", serde_json::json!(["madeup:DoThing", "madeup:DoOther", "s3:GetObject"])),
+                policy("AdministratorAccess", serde_json::json!("*")),
+            ],
+        );
+        assert_eq!(family_of(&docs[0].metadata), Some("organizations"));
+        assert_eq!(family_of(&docs[1].metadata), Some("madeup"), "services the catalogue lacks count by pattern");
+        assert_eq!(family_of(&docs[2].metadata), None);
     }
 
     #[test]
