@@ -206,6 +206,13 @@ impl EmbeddedIndex {
                 return Err(other(format!("{shown}: could not switch to WAL (journal mode {mode})")));
             }
             initialise(&mut conn)?;
+            // Index files from before families were recorded lack the lookup's index.
+            let g = live(&conn)?.gen;
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {0}_family ON {0} ({1});",
+                g.docs(),
+                family_expr()
+            ))?;
             Ok(conn)
         };
         let conn = init().map_err(|e| e.into_index(&shown))?;
@@ -459,13 +466,9 @@ impl Index for EmbeddedIndex {
         self.run(move |s| {
             read(s, |tx, _| {
                 let g = live(tx)?.gen;
-                let sql = format!("SELECT rid FROM {} WHERE doc_id = ?1 ORDER BY ordinal LIMIT 1", g.chunks());
                 let mut out = Vec::new();
                 for id in &ids {
-                    let rid: Option<i64> = tx.prepare_cached(&sql)?.query_row([id], |r| r.get(0)).optional()?;
-                    if let Some(hit) = rid.map(|rid| load_hit(tx, g, rid, 0.0)).transpose()?.flatten() {
-                        out.push(hit);
-                    }
+                    out.extend(first_chunk(tx, g, id)?);
                 }
                 Ok(out)
             })
@@ -1179,22 +1182,24 @@ fn family_expr() -> String {
 
 fn family_in(tx: &Transaction, family: &str, limit: usize) -> R<Vec<Hit>> {
     let g = live(tx)?.gen;
-    let sql = format!(
-        "SELECT (SELECT c.rid FROM {chunks} c WHERE c.doc_id = d.id ORDER BY c.ordinal LIMIT 1)
-         FROM {docs} d WHERE {expr} = ?1 AND d.deleted = 0 ORDER BY d.id LIMIT ?2",
-        chunks = g.chunks(),
-        docs = g.docs(),
-        expr = family_expr()
-    );
-    let rids: Vec<Option<i64>> = tx
+    let sql = format!("SELECT id FROM {} WHERE {} = ?1 AND deleted = 0 ORDER BY id LIMIT ?2", g.docs(), family_expr());
+    let ids: Vec<String> = tx
         .prepare_cached(&sql)?
         .query_map(rusqlite::params![family, limit as i64], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut out = Vec::with_capacity(rids.len());
-    for rid in rids.into_iter().flatten() {
-        out.extend(load_hit(tx, g, rid, 0.0)?);
+    let mut out = Vec::with_capacity(ids.len());
+    for id in &ids {
+        out.extend(first_chunk(tx, g, id)?);
     }
     Ok(out)
+}
+
+/// A document's first chunk, score 0: how a document fetched by id rather than found by a
+/// search is shown.
+fn first_chunk(tx: &Transaction, g: Gen, id: &str) -> R<Option<Hit>> {
+    let sql = format!("SELECT rid FROM {} WHERE doc_id = ?1 ORDER BY ordinal LIMIT 1", g.chunks());
+    let rid: Option<i64> = tx.prepare_cached(&sql)?.query_row([id], |r| r.get(0)).optional()?;
+    Ok(rid.map(|rid| load_hit(tx, g, rid, 0.0)).transpose()?.flatten())
 }
 
 fn load_hit(tx: &Transaction, g: Gen, rid: i64, score: f64) -> R<Option<Hit>> {
@@ -1360,6 +1365,16 @@ mod tests {
         assert!(zoo.iter().all(|h| h.text == "first" && h.score == 0.0));
         assert_eq!(ids(&idx.family("zoo", 1).await.unwrap()), ["a"]);
         assert!(idx.family("none", 10).await.unwrap().is_empty());
+        // The lookup's expression is the indexed one, so it is an index search, not a scan.
+        let plan: String = idx
+            .run(|s| {
+                let g = live(&s.conn)?.gen;
+                let sql = format!("EXPLAIN QUERY PLAN SELECT id FROM {} WHERE {} = 'zoo'", g.docs(), family_expr());
+                Ok(s.conn.query_row(&sql, [], |r| r.get::<_, String>(3))?)
+            })
+            .await
+            .unwrap();
+        assert!(plan.contains("_family"), "{plan}");
     }
 
     #[tokio::test]

@@ -186,8 +186,8 @@ pub trait Index: Send + Sync {
     /// Up to `limit` documents (their first chunk, score 0) of the live generation whose
     /// ingest-recorded family ([`crate::ingest::format::records::FAMILY_KEY`]) is `family`,
     /// in id order. Retrieval asks for the other levels of the products its best candidates
-    /// belong to. The default knows no families; OpenSearch answers it with a term query
-    /// on the metadata field.
+    /// belong to. The default knows no families, so an index without this lookup ranks as
+    /// before; an OpenSearch index would answer it with a term query on the metadata field.
     async fn family(&self, family: &str, limit: usize) -> Result<Vec<Hit>, IndexError> {
         let _ = (family, limit);
         Ok(Vec::new())

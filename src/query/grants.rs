@@ -232,9 +232,10 @@ pub fn actions_by_service(metadata: &serde_json::Map<String, serde_json::Value>)
     let Some(patterns) = policy_actions(metadata) else { return counts };
     let c = catalogue();
     let granted = c.granted(&patterns);
-    for (i, action) in c.actions.iter().enumerate() {
-        if granted.contains(i as u32) {
-            *counts.entry(action.split(':').next().unwrap_or_default().to_string()).or_default() += 1;
+    for (prefix, actions) in &c.by_prefix {
+        let n = actions.iter().filter(|&&i| granted.contains(i)).count();
+        if n > 0 {
+            counts.insert(prefix.clone(), n);
         }
     }
     for p in &patterns {

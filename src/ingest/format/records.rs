@@ -103,7 +103,7 @@ impl Settings<'_> {
         // ("everything in the project", "all resources"); say so, for keyword search.
         let listed = listed_services(&rest);
         let reach = broad_reach(&rest, &listed, &obj);
-        let family = if reach.is_some() { None } else { family(&listed, &obj) };
+        let family = if reach.is_some() { None } else { main_family(&listed, &obj) };
         let services = if reach.is_some() { Vec::new() } else { main_services(listed) };
         if let Some(reach) = reach {
             texts.push((broad_words(reach), true));
@@ -303,7 +303,7 @@ pub const FAMILY_KEY: &str = "askiam_family";
 
 /// The service most of a record's permissions belong to, counting its identifier lists and
 /// the actions its IAM policy documents allow; ties go to the name first in order.
-fn family(listed: &HashMap<String, usize>, record: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+fn main_family(listed: &HashMap<String, usize>, record: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
     let mut counts = crate::query::grants::actions_by_service(record);
     for (service, n) in listed {
         *counts.entry(service.clone()).or_default() += n;
