@@ -451,15 +451,15 @@ async fn add_keyword_leaders(index: &dyn Index, req: &SearchRequest, hits: &mut 
 /// How many of the fused list's leaders bring their product's other roles, and the largest
 /// product that does: a family of hundreds (EC2, Compute Engine) says nothing about the
 /// level asked for. Chosen on the tuning sets (leaders 1, 3, 5; sizes 15, 30, 50: 3 and 30
-/// found two more questions and lost none; 50 lost two others).
+/// found two more questions and lost none; 50 found one more and lost two).
 const FAMILY_LEADERS: usize = 3;
 const FAMILY_SIZE: usize = 30;
 
-/// The searches find a product and often the wrong level of it: "list all the accounts in
-/// our AWS organization" finds `AWSOrganizationsFullAccess` and not the read-only policy,
-/// whose boilerplate shares no word with the question. The other roles of the leaders'
-/// products join the candidates, at the [`JOIN_AT`]th candidate's score, and the rerank's
-/// level signals choose among them.
+/// The searches find a product and often not the level of it asked for: a role or policy
+/// whose description is boilerplate ("Provides read-only access to …") shares no word with
+/// the question and can rank outside the candidates while its product's admin role leads.
+/// The other roles of the leaders' products join the candidates, at the [`JOIN_AT`]th
+/// candidate's score, and the rerank's level signals choose among them.
 #[tracing::instrument(skip_all)]
 async fn add_families(index: &dyn Index, filters: &Filters, hits: &mut Vec<Hit>) -> Result<(), IndexError> {
     let mut families: Vec<String> = Vec::new();
