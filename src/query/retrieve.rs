@@ -942,18 +942,22 @@ mod tests {
         );
     }
 
+    /// An empty embedded index for the 16-dimension hashing embedder, and that embedder.
+    async fn hashed_index(
+    ) -> (tempfile::TempDir, crate::index::embedded::EmbeddedIndex, crate::embed::hash::HashEmbedder) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::embedded::EmbeddedIndex::open(&dir.path().join("index.sqlite")).unwrap();
+        let embedder = crate::embed::hash::HashEmbedder::new(16);
+        index.ensure_model(embedder.model_id(), 16).await.unwrap();
+        (dir, index, embedder)
+    }
+
     #[tokio::test]
     async fn what_keywords_rank_first_is_a_candidate_whatever_the_vectors_say() {
-        use crate::embed::hash::HashEmbedder;
-        use crate::index::embedded::EmbeddedIndex;
-        let dir = tempfile::tempdir().unwrap();
+        let (_dir, index, embedder) = hashed_index().await;
         // Fused as configured by default: the vector list weighs three times the keywords.
         let weights = crate::config::Config::default().search;
-        let index = EmbeddedIndex::open(&dir.path().join("index.sqlite"))
-            .unwrap()
-            .with_weights(weights.bm25_weight.into(), weights.vector_weight.into());
-        let embedder = HashEmbedder::new(16);
-        index.ensure_model(embedder.model_id(), 16).await.unwrap();
+        let index = index.with_weights(weights.bm25_weight.into(), weights.vector_weight.into());
         let question = "who can groom the zebras";
         let near = embedder.embed(&[question.to_string()], InputKind::Query).await.unwrap().pop().unwrap();
         let far: Vec<f32> = near.iter().map(|x| -x).collect();
@@ -978,12 +982,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_leading_candidates_product_brings_its_other_roles_unless_it_has_dozens() {
-        use crate::embed::hash::HashEmbedder;
-        use crate::index::embedded::EmbeddedIndex;
-        let dir = tempfile::tempdir().unwrap();
-        let index = EmbeddedIndex::open(&dir.path().join("index.sqlite")).unwrap();
-        let embedder = HashEmbedder::new(16);
-        index.ensure_model(embedder.model_id(), 16).await.unwrap();
+        let (_dir, index, embedder) = hashed_index().await;
         let question = "who can groom the zebras or milk the cows";
         let near = embedder.embed(&[question.to_string()], InputKind::Query).await.unwrap().pop().unwrap();
         let far: Vec<f32> = near.iter().map(|x| -x).collect();
@@ -1011,12 +1010,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_level_asked_for_ranks_first_among_a_products_roles() {
-        use crate::embed::hash::HashEmbedder;
-        use crate::index::embedded::EmbeddedIndex;
-        let dir = tempfile::tempdir().unwrap();
-        let index = EmbeddedIndex::open(&dir.path().join("index.sqlite")).unwrap();
-        let embedder = HashEmbedder::new(16);
-        index.ensure_model(embedder.model_id(), 16).await.unwrap();
+        let (_dir, index, embedder) = hashed_index().await;
         // Alike but for the level their titles name; the viewer is first in every list.
         let v = vec![0.25; 16];
         let writes = vec![record(1, "Widget Viewer", "Widgets", v.clone()), record(2, "Widget Admin", "Widgets", v)];
