@@ -178,11 +178,21 @@ pub fn person_prior(hit: &Hit) -> f32 {
     if meta.get("requestable").and_then(|v| v.as_bool()) == Some(false) {
         f *= 0.9;
     }
+    if text("stage").eq_ignore_ascii_case("beta") {
+        f *= BETA;
+    }
     if superseded(&hit.title) {
         f *= SUPERSEDED;
     }
     f
 }
+
+/// The factor of a role still in beta (GCP's `stage`): a quarter of GCP's roles are, and
+/// people mostly ask for the products they run in production. Of the 245 GCP tuning
+/// questions, 238 accept only generally available roles. Chosen on the tuning sets (0.9 found
+/// one more question, 0.8 and 0.7 two, 0.6 one, 0.5 one but lost a GCP dev question; MRR rose
+/// on dev2, dev3 and plain, and fell on GCP dev by 0.009 at 0.8).
+const BETA: f32 = 0.8;
 
 /// The factor of a role its vendor keeps only for old setups (GCP's "Storage Legacy Bucket
 /// Writer", Azure's "Classic Virtual Machine Contributor"): the current role for the same job
@@ -888,7 +898,7 @@ mod tests {
     }
 
     #[test]
-    fn roles_kept_for_old_setups_rank_below_their_successors() {
+    fn roles_in_beta_or_kept_for_old_setups_are_a_step_down() {
         let hit = |id: &str, title: &str| Hit {
             id: id.into(),
             title: title.into(),
@@ -902,6 +912,9 @@ mod tests {
             text: String::new(),
             metadata: Default::default(),
         };
+        let mut beta = hit("roles/example.user", "Example User");
+        beta.metadata.insert("stage".into(), "BETA".into());
+        assert!(person_prior(&beta) < 1.0, "a role in beta is a step down");
         let legacy = person_prior(&hit("roles/storage.legacyBucketWriter", "Storage Legacy Bucket Writer"));
         let current = person_prior(&hit("roles/storage.objectUser", "Storage Object User"));
         assert_eq!(current, 1.0);
