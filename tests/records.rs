@@ -98,7 +98,7 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     // administer (least privilege): with this suite's hashing embedder Storage Object Creator
     // ranked third, above Storage Bucket Viewer and Storage Object Viewer. (Storage Legacy
     // Bucket Reader reads too, but ranks below the roles that replaced it, and Storage Bucket
-    // Viewer, still in beta, now ranks just below Object Creator with this embedder.)
+    // Viewer, still in beta, now ranks below Object Creator with this embedder.)
     let top = ids("I need to read files in a storage bucket", "6");
     let at = |id: &str| top.iter().position(|t| t == id).unwrap_or(usize::MAX);
     let reader = "roles/storage.objectViewer";
