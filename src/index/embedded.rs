@@ -207,12 +207,7 @@ impl EmbeddedIndex {
             }
             initialise(&mut conn)?;
             // Index files from before families were recorded lack the lookup's index.
-            let g = live(&conn)?.gen;
-            conn.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS {0}_family ON {0} ({1});",
-                g.docs(),
-                family_expr()
-            ))?;
+            create_family_index(&conn, live(&conn)?.gen)?;
             Ok(conn)
         };
         let conn = init().map_err(|e| e.into_index(&shown))?;
@@ -317,7 +312,7 @@ fn initialise(conn: &mut Connection) -> R<()> {
 }
 
 fn create_tables(conn: &Connection, g: Gen) -> R<()> {
-    let (docs, chunks, fts, family) = (g.docs(), g.chunks(), g.fts(), family_expr());
+    let (docs, chunks, fts) = (g.docs(), g.chunks(), g.fts());
     // `rid` is declared so that VACUUM cannot renumber the rows the FTS index points at.
     // The FTS table is contentless: text lives once, in the chunks table.
     conn.execute_batch(&format!(
@@ -343,13 +338,19 @@ fn create_tables(conn: &Connection, g: Gen) -> R<()> {
              vector BLOB NOT NULL
          );
          CREATE INDEX {chunks}_doc ON {chunks} (doc_id, ordinal);
-         CREATE INDEX {docs}_family ON {docs} ({family});
          CREATE VIRTUAL TABLE {fts} USING fts5(
              title, heading, text,
              content = '', contentless_delete = 1,
              tokenize = 'porter unicode61 remove_diacritics 2'
          );"
     ))?;
+    create_family_index(conn, g)
+}
+
+/// The index [`Index::family`] looks members up by, on a generation's docs table.
+fn create_family_index(conn: &Connection, g: Gen) -> R<()> {
+    let docs = g.docs();
+    conn.execute_batch(&format!("CREATE INDEX IF NOT EXISTS {docs}_family ON {docs} ({});", family_expr()))?;
     Ok(())
 }
 
