@@ -52,7 +52,13 @@ fn gcp_roles_ingest_as_records_and_hits_carry_their_own_ids() {
     let (args, s) = ingest_corpus(&a, "gcp_roles.jsonl", "id", "title", &["description", "permissions"]);
     assert_eq!(s["documents"], 2387, "{s}");
     assert_eq!(s["quarantined"], 0, "{s}");
-    assert!(!a.data_dir().join("knowledge").exists(), "no policy documents, no action catalogue");
+    // Records of products: ingest embedded the product glossary, but (no policy documents)
+    // not the action catalogue.
+    let kept: Vec<String> = std::fs::read_dir(a.data_dir().join("knowledge"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(kept.len() == 1 && kept[0].starts_with("products-"), "{kept:?}");
     let hits = a.search("Storage Object Viewer", &["--k", "5"]);
     assert!(hits.iter().any(|h| h["id"] == "roles/storage.objectViewer"), "{hits:?}");
     assert_eq!(hits[0]["kind"], "record");
@@ -227,17 +233,21 @@ fn policy_documents_rank_by_what_their_actions_do() {
     let args = ["ingest", "--json", "--format", "records", "--id-field", "name", "--text-field", "description"];
     a.json(&[&args[..], &[file.to_str().unwrap()]].concat());
 
-    // The ingest that wrote policy documents embedded the catalogue into the data dir; the
-    // searches reuse it.
-    let kept: Vec<_> = std::fs::read_dir(a.data_dir().join("knowledge")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    let modified = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
+    // The ingest that wrote policy documents embedded the catalogue (and, the policies being
+    // of a product, the glossary) into the data dir; the searches reuse them.
+    let mut kept: Vec<_> =
+        std::fs::read_dir(a.data_dir().join("knowledge")).unwrap().map(|e| e.unwrap().path()).collect();
+    kept.sort();
+    let names: Vec<_> = kept.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert!(names.len() == 2 && names[0].starts_with("aws-actions-") && names[1].starts_with("products-"), "{names:?}");
+    let modified: Vec<_> = kept.iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
     // The hashing embedder matches words, so the question uses the catalogue's.
     let question = "queues: start a message move task";
     let hits = a.search(question, &["--k", "2"]);
     assert_eq!(hits[0]["id"], "QueueAccessTwo", "{hits:?}");
     assert_eq!(a.search(question, &["--k", "2"])[0]["id"], "QueueAccessTwo");
-    assert_eq!(std::fs::metadata(&kept[0]).unwrap().modified().unwrap(), modified);
+    let after: Vec<_> = kept.iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
+    assert_eq!(after, modified);
 }
 
 #[test]

@@ -816,11 +816,13 @@ impl Pipeline {
                 let mut batch = Vec::new();
                 let mut bar_total = 0u64;
                 let mut policies = false;
+                let mut families = false;
                 let bar = self.progress_bar(0, "records");
                 for item in records {
                     match item.map_err(read_err(&obj.key))? {
                         Ok(doc) => {
                             policies = policies || crate::query::grants::has_policy_document(&doc.metadata);
+                            families = families || crate::ingest::format::records::family_of(&doc.metadata).is_some();
                             produced.push((doc.id.clone(), doc.kind.clone()));
                             batch.push(DocChange::Put(doc, Guard::Version));
                         }
@@ -843,6 +845,12 @@ impl Pipeline {
                     // are bulk work, done here rather than in a user's first search.
                     if let Err(e) = crate::query::grants::prepare(self.embedder.model()).await {
                         warn!(error = %e, "action catalogue not embedded; searches rank policies without it");
+                    }
+                }
+                if families {
+                    // Likewise the product glossary, for records that belong to a product.
+                    if let Err(e) = crate::query::products::prepare(self.embedder.model()).await {
+                        warn!(error = %e, "product glossary not embedded; searches rank records without it");
                     }
                 }
                 // Only the newest version of a collection says which records it has: a late,

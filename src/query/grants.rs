@@ -16,10 +16,10 @@
 //! for minutes. Any failure here leaves the ranking as it was.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use crate::embed::{EmbedError, Embedder, InputKind};
+use super::knowledge::{self, Texts, Vectors};
+use crate::embed::{EmbedError, Embedder};
 use crate::index::Hit;
 
 /// How many of the catalogue's actions nearest the question count as what it asks for.
@@ -28,9 +28,6 @@ const NEAREST: usize = 10;
 /// How many policies' expansions [`Catalogue::granted_cached`] keeps (2.6 KB each): every AWS
 /// managed policy, with room to spare.
 const GRANTS_REMEMBERED: usize = 4096;
-
-/// Texts per embedding call while the catalogue is embedded.
-const BATCH: usize = 256;
 
 static CATALOGUE_GZ: &[u8] = include_bytes!("grants/aws_actions.tsv.gz");
 
@@ -254,42 +251,6 @@ pub fn allows_everything_but(metadata: &serde_json::Map<String, serde_json::Valu
     found
 }
 
-/// The catalogue embedded by one model.
-struct Vectors {
-    dims: usize,
-    matrix: Vec<f32>,
-}
-
-static STORE: OnceLock<PathBuf> = OnceLock::new();
-static LOADED: LazyLock<tokio::sync::Mutex<HashMap<String, Arc<Vectors>>>> = LazyLock::new(Default::default);
-
-/// Where the catalogue's vectors are kept between runs (the data dir's `knowledge/`); set
-/// once by the app. Without it they are computed per process.
-pub fn keep_vectors_in(dir: PathBuf) {
-    let _ = STORE.set(dir);
-}
-
-fn stored_path(dir: &Path, model: &str, dims: usize, catalogue: &Catalogue) -> PathBuf {
-    let model: String = model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    dir.join(format!("aws-actions-{model}-{dims}-{}.f32", catalogue.hash))
-}
-
-fn read_stored(path: &Path, expected: usize) -> Option<Vec<f32>> {
-    let bytes = std::fs::read(path).ok()?;
-    (bytes.len() == expected * 4)
-        .then(|| bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-}
-
-fn write_stored(path: &Path, matrix: &[f32]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    let bytes: Vec<u8> = matrix.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::io::Write::write_all(&mut tmp, &bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// Computes (or finds) the catalogue's vectors for this model, with any provider: called by
 /// ingestion when it has written policy documents, where bulk embedding is expected, so that
 /// searches need not (and remote providers can use the signal at all).
@@ -298,47 +259,8 @@ pub async fn prepare(embedder: &dyn Embedder) -> Result<(), EmbedError> {
 }
 
 async fn vectors(embedder: &dyn Embedder, any_provider: bool) -> Result<Arc<Vectors>, EmbedError> {
-    let model = embedder.model_id().to_string();
-    let mut loaded = LOADED.lock().await;
-    if let Some(v) = loaded.get(&model) {
-        return Ok(v.clone());
-    }
-    let catalogue = catalogue();
-    let dims = embedder.dims();
-    let path = STORE.get().map(|dir| stored_path(dir, &model, dims, catalogue));
-    let matrix = match path.as_deref().and_then(|p| read_stored(p, catalogue.len() * dims)) {
-        Some(m) => m,
-        None if !embedder.in_process() && !any_provider => {
-            // 21k texts through a remote, metered provider would stall a query for minutes;
-            // the ingest that writes policy documents computes them instead (`prepare`).
-            return Err(EmbedError::ModelMissing(format!(
-                "no stored action-catalogue vectors for {model}; with a remote provider the ingest of policy documents computes them"
-            )));
-        }
-        None => {
-            let started = std::time::Instant::now();
-            tracing::info!(model = %model, actions = catalogue.len(), "embedding the AWS action catalogue (once per model)");
-            let mut matrix = Vec::with_capacity(catalogue.len() * dims);
-            for batch in catalogue.texts.chunks(BATCH) {
-                for v in embedder.embed(batch, InputKind::Document).await? {
-                    if v.len() != dims {
-                        return Err(EmbedError::Provider(format!("expected {dims} dims, got {}", v.len())));
-                    }
-                    matrix.extend(v);
-                }
-            }
-            if let Some(p) = &path {
-                if let Err(e) = write_stored(p, &matrix) {
-                    tracing::warn!(path = %p.display(), error = %e, "could not keep the action catalogue's vectors");
-                }
-            }
-            tracing::info!(seconds = started.elapsed().as_secs_f64(), "AWS action catalogue embedded");
-            matrix
-        }
-    };
-    let v = Arc::new(Vectors { dims, matrix });
-    loaded.insert(model, v.clone());
-    Ok(v)
+    let c = catalogue();
+    knowledge::vectors(&Texts { name: "aws-actions", hash: &c.hash, texts: &c.texts }, embedder, any_provider).await
 }
 
 /// What a question asks to be allowed to do: the catalogue actions nearest to it, or the
@@ -391,12 +313,8 @@ impl Asked {
         if vectors.dims != query.len() {
             return None;
         }
-        let mut sims: Vec<(f32, u32)> = vectors
-            .matrix
-            .chunks_exact(vectors.dims)
-            .enumerate()
-            .map(|(i, row)| (crate::embed::dot(row, query), i as u32))
-            .collect();
+        let mut sims: Vec<(f32, u32)> =
+            vectors.similarities(query).into_iter().enumerate().map(|(i, s)| (s, i as u32)).collect();
         let n = NEAREST.min(sims.len());
         if n == 0 {
             return None;
@@ -463,6 +381,7 @@ pub fn evidence(asked: &Asked, hits: &[Hit]) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embed::InputKind;
 
     #[test]
     fn actions_are_named_by_prefix_and_name_not_by_arn() {
@@ -582,16 +501,6 @@ mod tests {
         prepare(&remote).await.unwrap();
         let asked = Asked::of(&remote, &q[0]).await.expect("prepared");
         assert_eq!(evidence(&asked, &hits), Some(vec![1.0]));
-    }
-
-    #[test]
-    fn stored_vectors_are_read_back_only_at_their_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = stored_path(dir.path(), "all-MiniLM-L6-v2", 2, catalogue());
-        assert!(path.file_name().unwrap().to_str().unwrap().starts_with("aws-actions-all-MiniLM-L6-v2-2-"));
-        write_stored(&path, &[1.0, -2.5, 3.25, 0.0]).unwrap();
-        assert_eq!(read_stored(&path, 4), Some(vec![1.0, -2.5, 3.25, 0.0]));
-        assert_eq!(read_stored(&path, 6), None, "a file of another catalogue size is not used");
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! Vectors of the texts askiam ships with the binary (the AWS action catalogue, the product
+//! glossary), computed once per embedding model and kept in the data dir's `knowledge/`.
+//!
+//! A search compares the question with every text of such a list; embedding them takes
+//! seconds to a minute with the local model, so it happens once, by the ingest that needs them
+//! ([`prepare`]) or else by the first search that does, and the result is kept on disk keyed
+//! by model, dimension and the list's content hash. A remote provider (Bedrock, Ollama)
+//! computes them only at ingest: a metered job of thousands of texts would stall a query.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use crate::embed::{EmbedError, Embedder, InputKind};
+
+/// Texts per embedding call while a list is embedded.
+const BATCH: usize = 256;
+
+/// A shipped list of texts: what it is called on disk and in logs, and its content hash, so
+/// that stored vectors of an older list are not reused.
+pub struct Texts<'a> {
+    pub name: &'static str,
+    pub hash: &'a str,
+    pub texts: &'a [String],
+}
+
+/// A list embedded by one model: row `i` is text `i`'s vector.
+pub struct Vectors {
+    pub dims: usize,
+    pub matrix: Vec<f32>,
+}
+
+impl Vectors {
+    /// Each row's similarity to `query` (rows are normalised by the embedder).
+    pub fn similarities(&self, query: &[f32]) -> Vec<f32> {
+        self.matrix.chunks_exact(self.dims).map(|row| crate::embed::dot(row, query)).collect()
+    }
+}
+
+static STORE: OnceLock<PathBuf> = OnceLock::new();
+/// Vectors already read or computed in this process, by list name and model.
+type Loaded = HashMap<(&'static str, String), Arc<Vectors>>;
+static LOADED: LazyLock<tokio::sync::Mutex<Loaded>> = LazyLock::new(Default::default);
+
+/// Where the vectors are kept between runs (the data dir's `knowledge/`); set once by the
+/// app. Without it they are computed per process.
+pub fn keep_vectors_in(dir: PathBuf) {
+    let _ = STORE.set(dir);
+}
+
+fn stored_path(dir: &Path, list: &Texts, model: &str, dims: usize) -> PathBuf {
+    let model: String = model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    dir.join(format!("{}-{model}-{dims}-{}.f32", list.name, list.hash))
+}
+
+fn read_stored(path: &Path, expected: usize) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(path).ok()?;
+    (bytes.len() == expected * 4)
+        .then(|| bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+fn write_stored(path: &Path, matrix: &[f32]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let bytes: Vec<u8> = matrix.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The list's vectors for this embedder's model: remembered, else read from the store, else
+/// computed (and stored). With `any_provider` false a remote provider gets
+/// [`EmbedError::ModelMissing`] instead of a bulk job.
+pub async fn vectors(
+    list: &Texts<'_>,
+    embedder: &dyn Embedder,
+    any_provider: bool,
+) -> Result<Arc<Vectors>, EmbedError> {
+    let model = embedder.model_id().to_string();
+    let key = (list.name, model.clone());
+    let mut loaded = LOADED.lock().await;
+    if let Some(v) = loaded.get(&key) {
+        return Ok(v.clone());
+    }
+    let dims = embedder.dims();
+    let path = STORE.get().map(|dir| stored_path(dir, list, &model, dims));
+    let matrix = match path.as_deref().and_then(|p| read_stored(p, list.texts.len() * dims)) {
+        Some(m) => m,
+        None if !embedder.in_process() && !any_provider => {
+            return Err(EmbedError::ModelMissing(format!(
+                "no stored {} vectors for {model}; with a remote provider ingest computes them",
+                list.name
+            )));
+        }
+        None => {
+            let started = std::time::Instant::now();
+            tracing::info!(list = list.name, model = %model, texts = list.texts.len(), "embedding a shipped list (once per model)");
+            let mut matrix = Vec::with_capacity(list.texts.len() * dims);
+            for batch in list.texts.chunks(BATCH) {
+                for v in embedder.embed(batch, InputKind::Document).await? {
+                    if v.len() != dims {
+                        return Err(EmbedError::Provider(format!("expected {dims} dims, got {}", v.len())));
+                    }
+                    matrix.extend(v);
+                }
+            }
+            if let Some(p) = &path {
+                if let Err(e) = write_stored(p, &matrix) {
+                    tracing::warn!(path = %p.display(), error = %e, "could not keep a shipped list's vectors");
+                }
+            }
+            tracing::info!(list = list.name, seconds = started.elapsed().as_secs_f64(), "shipped list embedded");
+            matrix
+        }
+    };
+    let v = Arc::new(Vectors { dims, matrix });
+    loaded.insert(key, v.clone());
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_vectors_are_read_back_only_at_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let texts = ["a".to_string(), "b".to_string()];
+        let list = Texts { name: "aws-actions", hash: "0123abcd", texts: &texts };
+        let path = stored_path(dir.path(), &list, "all-MiniLM-L6-v2", 2);
+        assert_eq!(path.file_name().unwrap(), "aws-actions-all-MiniLM-L6-v2-2-0123abcd.f32");
+        write_stored(&path, &[1.0, -2.5, 3.25, 0.0]).unwrap();
+        assert_eq!(read_stored(&path, 4), Some(vec![1.0, -2.5, 3.25, 0.0]));
+        assert_eq!(read_stored(&path, 6), None, "a file of another list's size is not used");
+    }
+}
