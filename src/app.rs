@@ -47,7 +47,8 @@ pub async fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, BuildError> 
 }
 
 pub fn index(config: &Config) -> Result<Arc<dyn Index>, BuildError> {
-    // Whoever searches this index keeps the action catalogue's vectors beside it.
+    // Whoever searches this index keeps the shipped lists' vectors (the action catalogue,
+    // the product glossary) beside it.
     crate::query::knowledge::keep_vectors_in(config.data_dir.join("knowledge"));
     let idx = EmbeddedIndex::open(&config.index_db())?
         .with_weights(config.search.bm25_weight as f64, config.search.vector_weight as f64);

@@ -7,8 +7,8 @@
 //! search bridges that: it is knowledge of the products. `products/products.tsv` ships one
 //! card per product (cloud, the IAM prefix its roles and policies are keyed by, its names and
 //! nicknames, and 25–60 words on what people use it for in their own words: 295 Google Cloud
-//! permission prefixes, 434 AWS action prefixes), written for askiam from the products' public
-//! documentation and common usage, never from the questions askiam is measured on. The cards
+//! permission prefixes, 434 AWS action prefixes), written by hand for askiam from knowledge of
+//! the products, never from the questions askiam is measured on (docs/retrieval.md). The cards
 //! are embedded once per model ([`super::knowledge`]); a search compares the question with
 //! them and the products nearest it bring their roles to the candidates.
 
