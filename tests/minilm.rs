@@ -183,15 +183,16 @@ fn the_product_glossary_knows_what_products_are_for() {
     let m = minilm();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     // Jobs described without the product's name; the glossary's cards say what each is for.
-    // Both clouds' products are in it: a browser IDE is Cloud Workstations or AWS Cloud9.
+    // Both clouds' products are in it: a browser IDE is Cloud Workstations or AWS Cloud9, fault
+    // injection AWS FIS or Google Cloud's Fault Testing.
     for (question, products) in [
         ("our VFX studio needs somewhere to run its nightly rendering jobs", &["deadline"][..]),
-        ("rehearse an availability zone outage by injecting faults into our instances", &["fis"]),
+        ("rehearse an availability zone outage by injecting faults into our instances", &["fis", "faulttesting"]),
         ("give the developers cloud-hosted IDEs they open in a browser", &["workstations", "cloud9"]),
         ("object storage buckets that hand out presigned download links", &["s3", "storage"]),
     ] {
         let q = rt.block_on(m.embed(&[question.to_string()], InputKind::Query)).expect("embed").remove(0);
-        let near = rt.block_on(askiam::query::products::likely(m, &q, 2));
+        let near = rt.block_on(askiam::query::products::likely(m, question, &q, 2));
         assert!(near.iter().any(|p| products.contains(&p.0)), "{question}: {near:?}");
     }
 }

@@ -12,9 +12,11 @@
 //! are embedded once per model ([`super::knowledge`]); a search compares the question with
 //! them and the products nearest it bring their roles to the candidates.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::knowledge::{self, Texts};
+use super::services;
 use crate::embed::{EmbedError, Embedder};
 
 /// Plain text, not gzip like the generated catalogues: it is written by hand, and reviewed
@@ -27,11 +29,12 @@ pub struct Glossary {
     families: Vec<String>,
     texts: Vec<String>,
     hash: String,
+    words: Bm25,
 }
 
 impl Glossary {
     fn parse(tsv: &str) -> Glossary {
-        let mut g = Glossary { families: Vec::new(), texts: Vec::new(), hash: String::new() };
+        let mut g = Glossary { families: Vec::new(), texts: Vec::new(), hash: String::new(), words: Bm25::default() };
         for line in tsv.lines() {
             let mut cols = line.splitn(4, '\t');
             let (Some(_cloud), Some(prefix), Some(names), Some(uses)) =
@@ -43,6 +46,7 @@ impl Glossary {
             g.texts.push(format!("{names}: {uses}"));
         }
         g.hash = crate::model::text_hash(tsv)[..12].to_string();
+        g.words = Bm25::new(&g.texts);
         g
     }
 
@@ -59,6 +63,56 @@ impl Glossary {
     }
 }
 
+/// Okapi BM25 over the cards, in memory (729 short texts, a few hundred microseconds a
+/// question), with the terms of the shipped API-document weights ([`services::terms`]).
+#[derive(Default)]
+struct Bm25 {
+    /// term → (card, occurrences in it)
+    postings: HashMap<String, Vec<(u32, u32)>>,
+    lengths: Vec<u32>,
+    average: f32,
+}
+
+impl Bm25 {
+    const K1: f32 = 1.2;
+    const B: f32 = 0.75;
+
+    fn new(texts: &[String]) -> Bm25 {
+        let mut b = Bm25::default();
+        for (i, text) in texts.iter().enumerate() {
+            let mut counts: HashMap<String, u32> = HashMap::new();
+            let mut length = 0;
+            for t in services::term_list(text) {
+                *counts.entry(t).or_default() += 1;
+                length += 1;
+            }
+            for (t, n) in counts {
+                b.postings.entry(t).or_default().push((i as u32, n));
+            }
+            b.lengths.push(length);
+        }
+        b.average = b.lengths.iter().sum::<u32>() as f32 / b.lengths.len().max(1) as f32;
+        b
+    }
+
+    /// Each card's score for the question's terms.
+    fn scores(&self, question: &str) -> Vec<f32> {
+        let mut out = vec![0f32; self.lengths.len()];
+        let cards = self.lengths.len() as f32;
+        for t in services::terms(question) {
+            let Some(posting) = self.postings.get(&t) else { continue };
+            let n = posting.len() as f32;
+            let idf = (1.0 + (cards - n + 0.5) / (n + 0.5)).ln();
+            for &(i, tf) in posting {
+                let (tf, len) = (tf as f32, self.lengths[i as usize] as f32);
+                out[i as usize] +=
+                    idf * tf * (Self::K1 + 1.0) / (tf + Self::K1 * (1.0 - Self::B + Self::B * len / self.average));
+            }
+        }
+        out
+    }
+}
+
 pub fn glossary() -> &'static Glossary {
     static GLOSSARY: LazyLock<Glossary> = LazyLock::new(|| Glossary::parse(PRODUCTS));
     &GLOSSARY
@@ -70,10 +124,22 @@ pub async fn prepare(embedder: &dyn Embedder) -> Result<(), EmbedError> {
     knowledge::vectors(&g.texts(), embedder, true).await.map(|_| ())
 }
 
-/// The families of the `n` products whose cards are nearest the question's vector, nearest
-/// first, with their similarity. Empty when the cards' vectors cannot be had for this model
-/// (logged) or the question was embedded by another.
-pub async fn likely(embedder: &dyn Embedder, query: &[f32], n: usize) -> Vec<(&'static str, f32)> {
+/// What the best keyword score among the cards adds to a card's similarity (a cosine): the
+/// rarest words of a question often name the product outright or its jargon ("LoRaWAN",
+/// "anycast", "PO numbers"), and a sentence model of 384 dimensions blurs them into the
+/// sentence. On the tuning questions the expected product is the first guess for 0.57 of GCP
+/// and 0.59 of AWS questions by vectors alone, 0.62 and 0.69 by keywords alone, and 0.68–0.69
+/// with this weight (0.1–0.7 tried, 0.3–0.7 alike; raw keyword scores instead of scores
+/// relative to the best did as well but depend on the question's length).
+const KEYWORD_WEIGHT: f32 = 0.6;
+
+/// The families of the `n` products whose cards are nearest the question, nearest first,
+/// with their score: the similarity of the card's vector to the question's (`query`), plus
+/// [`KEYWORD_WEIGHT`] times the card's keyword score for `question` relative to the best
+/// card's. Empty when
+/// the cards' vectors cannot be had for this model (logged) or the question was embedded by
+/// another.
+pub async fn likely(embedder: &dyn Embedder, question: &str, query: &[f32], n: usize) -> Vec<(&'static str, f32)> {
     let g = glossary();
     let vectors = match knowledge::vectors(&g.texts(), embedder, false).await {
         Ok(v) => v,
@@ -89,8 +155,11 @@ pub async fn likely(embedder: &dyn Embedder, query: &[f32], n: usize) -> Vec<(&'
     if vectors.dims != query.len() {
         return Vec::new();
     }
+    let words = g.words.scores(question);
+    let best = words.iter().copied().fold(0f32, f32::max);
+    let weight = if best > 0.0 { KEYWORD_WEIGHT / best } else { 0.0 };
     let mut sims: Vec<(f32, usize)> =
-        vectors.similarities(query).into_iter().enumerate().map(|(i, s)| (s, i)).collect();
+        vectors.similarities(query).into_iter().zip(words).enumerate().map(|(i, (s, w))| (s + weight * w, i)).collect();
     sims.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let mut out: Vec<(&'static str, f32)> = Vec::new();
     for (s, i) in sims {
@@ -132,10 +201,23 @@ mod tests {
         // A lexical embedder, so the test reads the glossary's words, not a model's knowledge.
         let embedder = crate::embed::hash::HashEmbedder::new(1024);
         let q = embedder.embed(&["render farm for our animation frames".into()], crate::embed::InputKind::Query).await;
-        let near = likely(&embedder, &q.unwrap()[0], 2).await;
+        let near = likely(&embedder, "", &q.unwrap()[0], 2).await;
         assert_eq!(near.first().map(|p| p.0), Some("deadline"), "{near:?}");
         assert_eq!(near.len(), 2);
         assert!(near[0].1 >= near[1].1);
-        assert!(likely(&embedder, &[1.0; 3], 2).await.is_empty(), "a question of another model's dims");
+        assert!(likely(&embedder, "render farm", &[1.0; 3], 2).await.is_empty(), "a question of another model's dims");
+    }
+
+    #[tokio::test]
+    async fn a_rare_word_of_a_card_names_its_product_when_the_vector_does_not() {
+        let embedder = crate::embed::hash::HashEmbedder::new(1024);
+        // A vector like no card's: every similarity is 0, so the words alone decide.
+        let nowhere = vec![0.0; 1024];
+        let question = "the vineyard wants LoRaWAN moisture probes reporting in";
+        let near = likely(&embedder, question, &nowhere, 2).await;
+        assert_eq!(near.first().map(|p| p.0), Some("iotwireless"), "{near:?}");
+        assert!((near[0].1 - KEYWORD_WEIGHT).abs() < 1e-6, "the best card's words add the whole weight: {near:?}");
+        let none = likely(&embedder, "zzqx", &nowhere, 2).await;
+        assert!(none.iter().all(|p| p.1 == 0.0), "no word of any card adds nothing: {none:?}");
     }
 }
