@@ -49,8 +49,36 @@ pub fn keep_vectors_in(dir: PathBuf) {
 }
 
 fn stored_path(dir: &Path, list: &Texts, model: &str, dims: usize) -> PathBuf {
+    dir.join(format!("{}{}.f32", stored_stem(list, model, dims), list.hash))
+}
+
+/// The file name of a list's vectors for this model, but for the list's hash.
+fn stored_stem(list: &Texts, model: &str, dims: usize) -> String {
     let model: String = model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    dir.join(format!("{}-{model}-{dims}-{}.f32", list.name, list.hash))
+    format!("{}-{model}-{dims}-", list.name)
+}
+
+/// Removes the vectors this model computed for older versions of the list (another content
+/// hash): each version of the binary that changed a list would otherwise leave its vectors
+/// behind, 32 MB for the action catalogue. Other models' and other lists' files stay.
+fn forget_older(dir: &Path, list: &Texts, model: &str, dims: usize) {
+    let stem = stored_stem(list, model, dims);
+    let current = format!("{stem}{}.f32", list.hash);
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let older = name
+            .strip_prefix(&stem)
+            .and_then(|rest| rest.strip_suffix(".f32"))
+            .is_some_and(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        if older && name != current {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = name, "removed the vectors of an older shipped list"),
+                Err(e) => tracing::warn!(file = name, error = %e, "could not remove an older shipped list's vectors"),
+            }
+        }
+    }
 }
 
 fn read_stored(path: &Path, expected: usize) -> Option<Vec<f32>> {
@@ -105,9 +133,12 @@ pub async fn vectors(
                     matrix.extend(v);
                 }
             }
-            if let Some(p) = &path {
-                if let Err(e) = write_stored(p, &matrix) {
-                    tracing::warn!(path = %p.display(), error = %e, "could not keep a shipped list's vectors");
+            if let (Some(p), Some(dir)) = (&path, STORE.get()) {
+                match write_stored(p, &matrix) {
+                    Ok(()) => forget_older(dir, list, &model, dims),
+                    Err(e) => {
+                        tracing::warn!(path = %p.display(), error = %e, "could not keep a shipped list's vectors")
+                    }
                 }
             }
             tracing::info!(list = list.name, seconds = started.elapsed().as_secs_f64(), "shipped list embedded");
@@ -133,5 +164,27 @@ mod tests {
         write_stored(&path, &[1.0, -2.5, 3.25, 0.0]).unwrap();
         assert_eq!(read_stored(&path, 4), Some(vec![1.0, -2.5, 3.25, 0.0]));
         assert_eq!(read_stored(&path, 6), None, "a file of another list's size is not used");
+    }
+
+    #[test]
+    fn keeping_a_lists_vectors_removes_only_that_models_older_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let texts = ["a".to_string()];
+        let list = |hash| Texts { name: "products", hash, texts: &texts };
+        let old = stored_path(dir.path(), &list("0123456789ab"), "all-MiniLM-L6-v2", 1);
+        let other_model = stored_path(dir.path(), &list("0123456789ab"), "amazon.titan-embed-text-v2:0", 1);
+        let other_dims = stored_path(dir.path(), &list("0123456789ab"), "all-MiniLM-L6-v2", 2);
+        let other_list =
+            stored_path(dir.path(), &Texts { name: "aws-actions", ..list("0123456789ab") }, "all-MiniLM-L6-v2", 1);
+        let unrelated = dir.path().join("products-all-MiniLM-L6-v2-1-notes.txt");
+        let new = stored_path(dir.path(), &list("ba9876543210"), "all-MiniLM-L6-v2", 1);
+        for p in [&old, &other_model, &other_dims, &other_list, &unrelated, &new] {
+            std::fs::write(p, [0u8; 4]).unwrap();
+        }
+        forget_older(dir.path(), &list("ba9876543210"), "all-MiniLM-L6-v2", 1);
+        assert!(!old.exists(), "the older version of this list for this model is gone");
+        for p in [&other_model, &other_dims, &other_list, &unrelated, &new] {
+            assert!(p.exists(), "{} stays", p.display());
+        }
     }
 }
