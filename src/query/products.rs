@@ -10,7 +10,8 @@
 //! permission prefixes, 434 AWS action prefixes), written by hand for askiam from knowledge of
 //! the products, never from the questions askiam is measured on (docs/retrieval.md). The cards
 //! are embedded once per model ([`super::knowledge`]); a search compares the question with
-//! them and the products nearest it bring their roles to the candidates.
+//! them, by vector and by keywords, and the products nearest it bring their roles to the
+//! candidates.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -136,9 +137,8 @@ const KEYWORD_WEIGHT: f32 = 0.6;
 /// The families of the `n` products whose cards are nearest the question, nearest first,
 /// with their score: the similarity of the card's vector to the question's (`query`), plus
 /// [`KEYWORD_WEIGHT`] times the card's keyword score for `question` relative to the best
-/// card's. Empty when
-/// the cards' vectors cannot be had for this model (logged) or the question was embedded by
-/// another.
+/// card's. Empty when the cards' vectors cannot be had for this model (logged) or the question
+/// was embedded by another.
 pub async fn likely(embedder: &dyn Embedder, question: &str, query: &[f32], n: usize) -> Vec<(&'static str, f32)> {
     let g = glossary();
     let vectors = match knowledge::vectors(&g.texts(), embedder, false).await {
@@ -218,6 +218,6 @@ mod tests {
         assert_eq!(near.first().map(|p| p.0), Some("iotwireless"), "{near:?}");
         assert!((near[0].1 - KEYWORD_WEIGHT).abs() < 1e-6, "the best card's words add the whole weight: {near:?}");
         let none = likely(&embedder, "zzqx", &nowhere, 2).await;
-        assert!(none.iter().all(|p| p.1 == 0.0), "no word of any card adds nothing: {none:?}");
+        assert!(none.iter().all(|p| p.1 == 0.0), "words no card has add nothing: {none:?}");
     }
 }

@@ -31,11 +31,11 @@ const STOP: &[&str] = &[
 /// The terms of a text as the weights were built from it: camel case split, lower-cased
 /// alphanumeric runs, stop words and one-letter words dropped, a plural `s` dropped.
 pub fn terms(text: &str) -> HashSet<String> {
-    term_list(text).collect()
+    term_list(text).into_iter().collect()
 }
 
 /// [`terms`] in the order of the text, repeats kept (for term frequencies).
-pub fn term_list(text: &str) -> impl Iterator<Item = String> {
+pub fn term_list(text: &str) -> Vec<String> {
     let mut split = String::with_capacity(text.len() + 8);
     let mut previous: Option<char> = None;
     for c in text.chars() {
@@ -53,8 +53,7 @@ pub fn term_list(text: &str) -> impl Iterator<Item = String> {
             Some(stem) if w.len() > 3 && !stem.ends_with('s') => stem.to_string(),
             _ => w.to_string(),
         })
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
 
 /// Keyword weights of services, by term.
