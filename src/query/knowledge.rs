@@ -58,21 +58,24 @@ fn stored_stem(list: &Texts, model: &str, dims: usize) -> String {
     format!("{}-{model}-{dims}-", list.name)
 }
 
-/// Removes the vectors this model computed for older versions of the list (another content
-/// hash): each version of the binary that changed a list would otherwise leave its vectors
-/// behind, 32 MB for the action catalogue. Other models' and other lists' files stay.
-fn forget_older(dir: &Path, list: &Texts, model: &str, dims: usize) {
-    let stem = stored_stem(list, model, dims);
-    let current = format!("{stem}{}.f32", list.hash);
+/// Beside `kept`, removes the vectors of older versions of the same list for the same model
+/// (`stem`, another content hash): each version of the binary that changed a list would
+/// otherwise leave its vectors behind, 32 MB for the action catalogue. Other models' and other
+/// lists' files stay.
+fn forget_older(kept: &Path, stem: &str) {
+    let (Some(dir), Some(current)) = (kept.parent(), kept.file_name()) else { return };
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
+        if name == current {
+            continue;
+        }
         let Some(name) = name.to_str() else { continue };
         let older = name
-            .strip_prefix(&stem)
+            .strip_prefix(stem)
             .and_then(|rest| rest.strip_suffix(".f32"))
             .is_some_and(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()));
-        if older && name != current {
+        if older {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => tracing::info!(file = name, "removed the vectors of an older shipped list"),
                 Err(e) => tracing::warn!(file = name, error = %e, "could not remove an older shipped list's vectors"),
@@ -133,9 +136,9 @@ pub async fn vectors(
                     matrix.extend(v);
                 }
             }
-            if let (Some(p), Some(dir)) = (&path, STORE.get()) {
+            if let Some(p) = &path {
                 match write_stored(p, &matrix) {
-                    Ok(()) => forget_older(dir, list, &model, dims),
+                    Ok(()) => forget_older(p, &stored_stem(list, &model, dims)),
                     Err(e) => {
                         tracing::warn!(path = %p.display(), error = %e, "could not keep a shipped list's vectors")
                     }
@@ -181,7 +184,7 @@ mod tests {
         for p in [&old, &other_model, &other_dims, &other_list, &unrelated, &new] {
             std::fs::write(p, [0u8; 4]).unwrap();
         }
-        forget_older(dir.path(), &list("ba9876543210"), "all-MiniLM-L6-v2", 1);
+        forget_older(&new, &stored_stem(&list("ba9876543210"), "all-MiniLM-L6-v2", 1));
         assert!(!old.exists(), "the older version of this list for this model is gone");
         for p in [&other_model, &other_dims, &other_list, &unrelated, &new] {
             assert!(p.exists(), "{} stays", p.display());

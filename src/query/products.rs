@@ -64,8 +64,8 @@ impl Glossary {
     }
 }
 
-/// Okapi BM25 over the cards, in memory (729 short texts, a few hundred microseconds a
-/// question), with the terms of the shipped API-document weights ([`services::terms`]).
+/// Okapi BM25 over the cards, in memory (729 short texts), with the terms of the shipped
+/// API-document weights ([`services::terms`]).
 #[derive(Default)]
 struct Bm25 {
     /// term → (card, occurrences in it)
@@ -129,8 +129,8 @@ pub async fn prepare(embedder: &dyn Embedder) -> Result<(), EmbedError> {
 /// rarest words of a question often name the product outright or its jargon ("LoRaWAN",
 /// "anycast", "PO numbers"), and a sentence model of 384 dimensions blurs them into the
 /// sentence. On the tuning questions the expected product is the first guess for 0.57 of GCP
-/// and 0.59 of AWS questions by vectors alone, 0.62 and 0.69 by keywords alone, and 0.68–0.69
-/// with this weight (0.1–0.7 tried, 0.3–0.7 alike; raw keyword scores instead of scores
+/// and 0.59 of AWS questions by vectors alone, 0.62 and 0.69 by keywords alone, and 0.68 for
+/// both with this weight (0.1–0.7 tried, 0.3–0.7 alike; raw keyword scores instead of scores
 /// relative to the best did as well but depend on the question's length).
 const KEYWORD_WEIGHT: f32 = 0.6;
 
