@@ -196,3 +196,21 @@ fn the_product_glossary_knows_what_products_are_for() {
         assert!(near.iter().any(|p| products.contains(&p.0)), "{question}: {near:?}");
     }
 }
+
+#[test]
+fn role_notes_know_which_level_does_the_job() {
+    let m = minilm();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // Jobs in words no role title or description uses; each role's note says what it is for.
+    for (question, role) in [
+        (
+            "our nightly backup job only drops files into a bucket and must never read them back",
+            "roles/storage.objectCreator",
+        ),
+        ("SNS wants a role so it can log whether each text message was delivered", "AmazonSNSRole"),
+    ] {
+        let q = rt.block_on(m.embed(&[question.to_string()], InputKind::Query)).expect("embed").remove(0);
+        let near = rt.block_on(askiam::query::notes::likely(m, question, &q, 3));
+        assert!(near.iter().any(|n| n.0 == role), "{question}: {near:?}");
+    }
+}

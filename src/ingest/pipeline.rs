@@ -817,12 +817,14 @@ impl Pipeline {
                 let mut bar_total = 0u64;
                 let mut policies = false;
                 let mut families = false;
+                let mut noted = false;
                 let bar = self.progress_bar(0, "records");
                 for item in records {
                     match item.map_err(read_err(&obj.key))? {
                         Ok(doc) => {
                             policies = policies || crate::query::grants::has_policy_document(&doc.metadata);
                             families = families || crate::ingest::format::records::family_of(&doc.metadata).is_some();
+                            noted = noted || crate::query::notes::notes().has(&doc.id);
                             produced.push((doc.id.clone(), doc.kind.clone()));
                             batch.push(DocChange::Put(doc, Guard::Version));
                         }
@@ -851,6 +853,12 @@ impl Pipeline {
                     // Likewise the product glossary, for records that belong to a product.
                     if let Err(e) = crate::query::products::prepare(self.embedder.model()).await {
                         warn!(error = %e, "product glossary not embedded; searches rank records without it");
+                    }
+                }
+                if noted {
+                    // And the notes on what predefined roles are for, for records that have them.
+                    if let Err(e) = crate::query::notes::prepare(self.embedder.model()).await {
+                        warn!(error = %e, "role notes not embedded; searches rank records without them");
                     }
                 }
                 // Only the newest version of a collection says which records it has: a late,

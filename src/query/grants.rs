@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use super::knowledge::{self, Texts, Vectors};
+use super::knowledge::{self, Texts};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::Hit;
 
@@ -61,6 +61,10 @@ impl Catalogue {
 
     pub fn len(&self) -> usize {
         self.actions.len()
+    }
+
+    fn texts(&self) -> Texts<'_> {
+        Texts { name: "aws-actions", hash: &self.hash, texts: &self.texts }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -255,12 +259,7 @@ pub fn allows_everything_but(metadata: &serde_json::Map<String, serde_json::Valu
 /// ingestion when it has written policy documents, where bulk embedding is expected, so that
 /// searches need not (and remote providers can use the signal at all).
 pub async fn prepare(embedder: &dyn Embedder) -> Result<(), EmbedError> {
-    vectors(embedder, true).await.map(|_| ())
-}
-
-async fn vectors(embedder: &dyn Embedder, any_provider: bool) -> Result<Arc<Vectors>, EmbedError> {
-    let c = catalogue();
-    knowledge::vectors(&Texts { name: "aws-actions", hash: &c.hash, texts: &c.texts }, embedder, any_provider).await
+    knowledge::vectors(&catalogue().texts(), embedder, true).await.map(|_| ())
 }
 
 /// What a question asks to be allowed to do: the catalogue actions nearest to it, or the
@@ -299,20 +298,7 @@ impl Asked {
     /// `None` when the catalogue's vectors cannot be had for this model (logged) or the
     /// question was embedded by another.
     pub async fn of(embedder: &dyn Embedder, query: &[f32]) -> Option<Asked> {
-        let vectors = match vectors(embedder, false).await {
-            Ok(v) => v,
-            Err(e @ EmbedError::ModelMissing(_)) => {
-                tracing::debug!(error = %e, "ranking without the action catalogue");
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "action catalogue unavailable; ranking without it");
-                return None;
-            }
-        };
-        if vectors.dims != query.len() {
-            return None;
-        }
+        let vectors = knowledge::for_search(&catalogue().texts(), embedder, query.len()).await?;
         let mut sims: Vec<(f32, u32)> =
             vectors.similarities(query).into_iter().enumerate().map(|(i, s)| (s, i as u32)).collect();
         let n = NEAREST.min(sims.len());

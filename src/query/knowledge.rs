@@ -37,6 +37,75 @@ impl Vectors {
     }
 }
 
+/// Okapi BM25 over a shipped list's texts, in memory (hundreds to a few thousand short texts),
+/// with the terms of the shipped API-document weights ([`super::super::services::terms`]).
+#[derive(Default)]
+pub struct Bm25 {
+    /// term → (card, occurrences in it)
+    postings: HashMap<String, Vec<(u32, u32)>>,
+    lengths: Vec<u32>,
+    average: f32,
+}
+
+impl Bm25 {
+    const K1: f32 = 1.2;
+    const B: f32 = 0.75;
+
+    pub fn new(texts: &[String]) -> Bm25 {
+        let mut b = Bm25::default();
+        for (i, text) in texts.iter().enumerate() {
+            let mut counts: HashMap<String, u32> = HashMap::new();
+            let mut length = 0;
+            for t in super::services::term_list(text) {
+                *counts.entry(t).or_default() += 1;
+                length += 1;
+            }
+            for (t, n) in counts {
+                b.postings.entry(t).or_default().push((i as u32, n));
+            }
+            b.lengths.push(length);
+        }
+        b.average = b.lengths.iter().sum::<u32>() as f32 / b.lengths.len().max(1) as f32;
+        b
+    }
+
+    /// Each text's score for the question's terms.
+    pub fn scores(&self, question: &str) -> Vec<f32> {
+        let mut out = vec![0f32; self.lengths.len()];
+        let texts = self.lengths.len() as f32;
+        for t in super::services::terms(question) {
+            let Some(posting) = self.postings.get(&t) else { continue };
+            let n = posting.len() as f32;
+            let idf = (1.0 + (texts - n + 0.5) / (n + 0.5)).ln();
+            for &(i, tf) in posting {
+                let (tf, len) = (tf as f32, self.lengths[i as usize] as f32);
+                out[i as usize] +=
+                    idf * tf * (Self::K1 + 1.0) / (tf + Self::K1 * (1.0 - Self::B + Self::B * len / self.average));
+            }
+        }
+        out
+    }
+}
+
+/// Each text's score for a question, best first: its vector's similarity to the question's
+/// (`query`) plus `keyword_weight` times its keyword score relative to the best text's, so
+/// that the weight does not depend on the question's length.
+pub fn nearest(
+    vectors: &Vectors,
+    query: &[f32],
+    words: &Bm25,
+    question: &str,
+    keyword_weight: f32,
+) -> Vec<(f32, usize)> {
+    let words = words.scores(question);
+    let best = words.iter().copied().fold(0f32, f32::max);
+    let weight = if best > 0.0 { keyword_weight / best } else { 0.0 };
+    let mut sims: Vec<(f32, usize)> =
+        vectors.similarities(query).into_iter().zip(words).enumerate().map(|(i, (s, w))| (s + weight * w, i)).collect();
+    sims.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    sims
+}
+
 static STORE: OnceLock<PathBuf> = OnceLock::new();
 /// Vectors already read or computed in this process, by list name and model.
 type Loaded = HashMap<(&'static str, String), Arc<Vectors>>;
@@ -151,6 +220,24 @@ pub async fn vectors(
     let v = Arc::new(Vectors { dims, matrix });
     loaded.insert(key, v.clone());
     Ok(v)
+}
+
+/// [`vectors`] for a search, which ranks without the list rather than fail: `None` when they
+/// cannot be had for this model (logged; a remote provider's are computed at ingest) or the
+/// question was embedded with other dimensions.
+pub async fn for_search(list: &Texts<'_>, embedder: &dyn Embedder, query_dims: usize) -> Option<Arc<Vectors>> {
+    match vectors(list, embedder, false).await {
+        Ok(v) if v.dims == query_dims => Some(v),
+        Ok(_) => None,
+        Err(e @ EmbedError::ModelMissing(_)) => {
+            tracing::debug!(list = list.name, error = %e, "ranking without a shipped list");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(list = list.name, error = %e, "shipped list unavailable; ranking without it");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

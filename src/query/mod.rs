@@ -10,6 +10,7 @@ pub mod generate;
 pub mod grants;
 pub mod knowledge;
 pub mod log;
+pub mod notes;
 pub mod products;
 pub mod retrieve;
 pub mod services;

@@ -13,11 +13,9 @@
 //! them, by vector and by keywords, and the products nearest it bring their roles to the
 //! candidates.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::knowledge::{self, Texts};
-use super::services;
 use crate::embed::{EmbedError, Embedder};
 
 /// Plain text, not gzip like the generated catalogues: it is written by hand, and reviewed
@@ -30,12 +28,17 @@ pub struct Glossary {
     families: Vec<String>,
     texts: Vec<String>,
     hash: String,
-    words: Bm25,
+    words: knowledge::Bm25,
 }
 
 impl Glossary {
     fn parse(tsv: &str) -> Glossary {
-        let mut g = Glossary { families: Vec::new(), texts: Vec::new(), hash: String::new(), words: Bm25::default() };
+        let mut g = Glossary {
+            families: Vec::new(),
+            texts: Vec::new(),
+            hash: String::new(),
+            words: knowledge::Bm25::default(),
+        };
         for line in tsv.lines() {
             let mut cols = line.splitn(4, '\t');
             let (Some(_cloud), Some(prefix), Some(names), Some(uses)) =
@@ -47,7 +50,7 @@ impl Glossary {
             g.texts.push(format!("{names}: {uses}"));
         }
         g.hash = crate::model::text_hash(tsv)[..12].to_string();
-        g.words = Bm25::new(&g.texts);
+        g.words = knowledge::Bm25::new(&g.texts);
         g
     }
 
@@ -61,56 +64,6 @@ impl Glossary {
 
     fn texts(&self) -> Texts<'_> {
         Texts { name: "products", hash: &self.hash, texts: &self.texts }
-    }
-}
-
-/// Okapi BM25 over the cards, in memory (729 short texts), with the terms of the shipped
-/// API-document weights ([`services::terms`]).
-#[derive(Default)]
-struct Bm25 {
-    /// term → (card, occurrences in it)
-    postings: HashMap<String, Vec<(u32, u32)>>,
-    lengths: Vec<u32>,
-    average: f32,
-}
-
-impl Bm25 {
-    const K1: f32 = 1.2;
-    const B: f32 = 0.75;
-
-    fn new(texts: &[String]) -> Bm25 {
-        let mut b = Bm25::default();
-        for (i, text) in texts.iter().enumerate() {
-            let mut counts: HashMap<String, u32> = HashMap::new();
-            let mut length = 0;
-            for t in services::term_list(text) {
-                *counts.entry(t).or_default() += 1;
-                length += 1;
-            }
-            for (t, n) in counts {
-                b.postings.entry(t).or_default().push((i as u32, n));
-            }
-            b.lengths.push(length);
-        }
-        b.average = b.lengths.iter().sum::<u32>() as f32 / b.lengths.len().max(1) as f32;
-        b
-    }
-
-    /// Each card's score for the question's terms.
-    fn scores(&self, question: &str) -> Vec<f32> {
-        let mut out = vec![0f32; self.lengths.len()];
-        let cards = self.lengths.len() as f32;
-        for t in services::terms(question) {
-            let Some(posting) = self.postings.get(&t) else { continue };
-            let n = posting.len() as f32;
-            let idf = (1.0 + (cards - n + 0.5) / (n + 0.5)).ln();
-            for &(i, tf) in posting {
-                let (tf, len) = (tf as f32, self.lengths[i as usize] as f32);
-                out[i as usize] +=
-                    idf * tf * (Self::K1 + 1.0) / (tf + Self::K1 * (1.0 - Self::B + Self::B * len / self.average));
-            }
-        }
-        out
     }
 }
 
@@ -141,26 +94,8 @@ const KEYWORD_WEIGHT: f32 = 0.6;
 /// was embedded by another.
 pub async fn likely(embedder: &dyn Embedder, question: &str, query: &[f32], n: usize) -> Vec<(&'static str, f32)> {
     let g = glossary();
-    let vectors = match knowledge::vectors(&g.texts(), embedder, false).await {
-        Ok(v) => v,
-        Err(e @ EmbedError::ModelMissing(_)) => {
-            tracing::debug!(error = %e, "ranking without the product glossary");
-            return Vec::new();
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "product glossary unavailable; ranking without it");
-            return Vec::new();
-        }
-    };
-    if vectors.dims != query.len() {
-        return Vec::new();
-    }
-    let words = g.words.scores(question);
-    let best = words.iter().copied().fold(0f32, f32::max);
-    let weight = if best > 0.0 { KEYWORD_WEIGHT / best } else { 0.0 };
-    let mut sims: Vec<(f32, usize)> =
-        vectors.similarities(query).into_iter().zip(words).enumerate().map(|(i, (s, w))| (s + weight * w, i)).collect();
-    sims.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let Some(vectors) = knowledge::for_search(&g.texts(), embedder, query.len()).await else { return Vec::new() };
+    let sims = knowledge::nearest(&vectors, query, &g.words, question, KEYWORD_WEIGHT);
     let mut out: Vec<(&'static str, f32)> = Vec::new();
     for (s, i) in sims {
         if out.len() == n {
