@@ -38,10 +38,10 @@ impl Vectors {
 }
 
 /// Okapi BM25 over a shipped list's texts, in memory (hundreds to a few thousand short texts),
-/// with the terms of the shipped API-document weights ([`super::super::services::terms`]).
+/// with the terms of the shipped API-document weights ([`super::services::terms`]).
 #[derive(Default)]
 pub struct Bm25 {
-    /// term → (card, occurrences in it)
+    /// term → (text, occurrences in it)
     postings: HashMap<String, Vec<(u32, u32)>>,
     lengths: Vec<u32>,
     average: f32,

@@ -6,14 +6,15 @@
 //! bucket", "SNS asks for a role to log delivery status", "getting 'You don't have access' on
 //! the dashboard behind IAP"). The product glossary ([`super::products`]) says which product
 //! does the job; these notes say which of its roles does. `notes/notes.tsv` ships one note
-//! per Google Cloud predefined role and AWS managed policy a person or a workload is given
-//! (service agents and service-linked role policies have none): 15–40 words on the jobs it
+//! per Google Cloud predefined role, AWS managed policy and Azure built-in role a person or a
+//! workload is given (GCP service agents and AWS service-linked role policies have none):
+//! 15–40 words on the jobs it
 //! allows, who gets it, and what sets it apart from its siblings. They were written for askiam
 //! from the roles' permissions and knowledge of the products, never from the questions askiam
 //! is measured on (docs/retrieval.md). Records whose ids have no note (an organisation's own
 //! roles) are ranked as before.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use super::knowledge::{self, Bm25, Texts};
@@ -26,7 +27,7 @@ static NOTES: &str = include_str!("notes/notes.tsv");
 pub struct Notes {
     ids: Vec<String>,
     texts: Vec<String>,
-    by_id: HashMap<String, usize>,
+    known: HashSet<String>,
     hash: String,
     words: Bm25,
 }
@@ -36,14 +37,14 @@ impl Notes {
         let mut n = Notes {
             ids: Vec::new(),
             texts: Vec::new(),
-            by_id: HashMap::new(),
+            known: HashSet::new(),
             hash: crate::model::text_hash(tsv)[..12].to_string(),
             words: Bm25::default(),
         };
         for line in tsv.lines() {
             let mut cols = line.splitn(3, '\t');
             let (Some(_cloud), Some(id), Some(note)) = (cols.next(), cols.next(), cols.next()) else { continue };
-            n.by_id.insert(id.to_string(), n.ids.len());
+            n.known.insert(id.to_string());
             n.ids.push(id.to_string());
             n.texts.push(note.to_string());
         }
@@ -62,7 +63,7 @@ impl Notes {
     /// Whether a record of this id has a note (ingest asks, to embed the notes only for
     /// collections they are about).
     pub fn has(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
+        self.known.contains(id)
     }
 
     fn texts(&self) -> Texts<'_> {
