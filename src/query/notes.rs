@@ -96,7 +96,8 @@ pub fn notes() -> &'static Notes {
     &NOTES_PARSED
 }
 
-/// Computes (or finds) the notes' vectors for this model, with any provider (ingest).
+/// Computes (or finds) the vectors of the notes and requests for this model, with any provider
+/// (ingest).
 pub async fn prepare(embedder: &dyn Embedder) -> Result<(), EmbedError> {
     knowledge::vectors(&notes().texts(), embedder, true).await.map(|_| ())
 }
